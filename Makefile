@@ -1,0 +1,23 @@
+# Two commands for a fresh machine with only python3:
+#   make run    set up .venv and serve on 127.0.0.1:7749 with data in ./kaf-data
+#   make test   set up .venv and run the tests
+PYTHON ?= python3
+VENV ?= .venv
+BIN = $(VENV)/bin
+
+.PHONY: run test venv
+venv: $(BIN)/.installed
+
+$(BIN)/.installed: setup.cfg setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# compat mode keeps twisted/plugins/kaf_plugin.py visible to twistd
+	$(BIN)/pip install -q --config-settings editable_mode=compat -e '.[test]'
+	$(BIN)/twistd --help | grep -q '^ *kaf ' || (echo "twistd does not list kaf" && false)
+	touch $@
+
+run: venv
+	$(BIN)/twistd -n kaf $(ARGS)
+
+test: venv
+	$(BIN)/python -m pytest $(PYTEST_ARGS)

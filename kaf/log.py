@@ -1,0 +1,318 @@
+"""
+One log's service: serialized writes with group commit, reads, archives,
+long-poll waiters and counters (SPEC 3, 5, 7).  Twisted, no HTTP.
+
+Everything that changes the log's file runs under the log's DeferredLock;
+the file object itself is only ever swapped on the reactor thread, so a
+read on the reactor thread always sees one consistent file and index.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, List, Optional, Tuple
+
+from twisted.internet.defer import Deferred, DeferredLock, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from kaf import _format
+from kaf.errors import KafError, ExpectMismatch, ShuttingDown, UnreadableLog, WriteFailed
+from kaf.logfile import LogFile, Slice
+
+#: Runs a blocking callable off the reactor thread: f, *args -> Deferred.
+Runner = Callable[..., "Deferred[Any]"]
+
+#: Reads and writes larger than this leave the reactor thread.
+BLOCKING_BYTES = 1 << 19
+
+EMPTY = Slice(b"", 0, [], [], [], True)
+
+
+class Reply:
+    """The messages for one get, and the log's numbers to report with them."""
+
+    __slots__ = ("slice", "last", "exists")
+
+    def __init__(self, slice_: Slice, last: int, exists: bool) -> None:
+        self.slice = slice_
+        self.last = last
+        self.exists = exists
+
+
+class Log:
+    """The service of one log."""
+
+    log = Logger()
+
+    def __init__(self, file: LogFile, reactor: IReactorTime, blocking: Runner,
+                 fsync: bool = True) -> None:
+        self.file = file
+        self.name = file.name
+        self._reactor = reactor
+        self._blocking = blocking
+        self._fsync = fsync
+        self._lock = DeferredLock()
+        self._pending: List[Tuple[List[bytes], Optional[int], "Deferred[int]"]] = []
+        self._flush_scheduled = False
+        self._waiters: List["Deferred[None]"] = []
+        self._closing = False
+        self.gets = 0
+        self.puts = 0
+        self.errs = 0
+
+    @property
+    def last(self) -> int:
+        """The log's last number (SPEC 3.1)."""
+        return self.file.last_num
+
+    def reset_counters(self) -> Tuple[int, int, int]:
+        counts = (self.gets, self.puts, self.errs)
+        self.gets = self.puts = self.errs = 0
+        return counts
+
+    def _report(self, problems: List[str]) -> None:
+        for p in problems:
+            self.log.warn("log {name}: {problem}", name=self.name, problem=p)
+
+    # -- writes ------------------------------------------------------------
+
+    def put(self, messages: List[bytes], expect: Optional[int] = None) -> "Deferred[int]":
+        """
+        Append C{messages} (numbered consecutively, all or none); fire with
+        the number of the last.  Puts that arrive while a write and sync are
+        under way are written and synced together in the next step.
+        """
+        if self._closing:
+            self.errs += 1
+            raise ShuttingDown("put: the server is shutting down")
+        d: "Deferred[int]" = Deferred()
+        self._pending.append((messages, expect, d))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._lock.run(self._flush).addErrback(self._unexpected)
+        return d
+
+    def _unexpected(self, failure: Any) -> None:
+        self.log.failure("log {name}: unexpected error", failure, name=self.name)
+
+    def _flush(self) -> "Deferred[None]":
+        self._flush_scheduled = False
+        batch, self._pending = self._pending, []
+        d = self._check_disk()
+        d.addCallback(lambda _: self._write(batch))
+        d.addErrback(self._fail_all, batch)
+        return d
+
+    def _write(self, batch: List[Tuple[List[bytes], Optional[int], "Deferred[int]"]]
+               ) -> "Deferred[None]":
+        f = self.file
+        if f.error is not None:
+            raise UnreadableLog("put: log %r cannot be read: %s" % (self.name, f.error))
+        last = f.last_num
+        first = last + 1
+        chunks: List[bytes] = []
+        sizes: List[int] = []
+        accepted: List[Tuple["Deferred[int]", int, int]] = []
+        for messages, expect, done in batch:
+            if expect is not None and expect != last:
+                self.errs += 1
+                done.errback(ExpectMismatch(
+                    "put: expected last message %d, but the log's last is %d" % (expect, last),
+                    last))
+                continue
+            chunks.append(_format.records(last + 1, messages))
+            sizes.extend([len(m) for m in messages])
+            last += len(messages)
+            accepted.append((done, last, len(messages)))
+        if not accepted:
+            return succeed(None)
+        data = b"".join(chunks)
+
+        def written(at: int) -> "Deferred[int]":
+            if self._fsync:
+                return self._blocking(f.sync, at).addCallback(lambda _: at)
+            return succeed(at)
+
+        def durable(at: int) -> None:
+            if self.file is f:
+                f.published(first, at, sizes)
+            for done, num, n in accepted:
+                self.puts += n
+                done.callback(num)
+            self._wake()
+
+        def failed(failure: Any) -> None:
+            error = failure.value
+            if not isinstance(error, KafError):
+                self.log.failure("log {name}: write failed", failure, name=self.name)
+                error = WriteFailed("put: write failed; nothing was written")
+            for done, _, n in accepted:
+                self.errs += 1
+                done.errback(error)
+
+        # A first write creates the file (write, fsync, rename): off-thread.
+        if len(data) > BLOCKING_BYTES or f.fd is None:
+            w = self._blocking(f.append, data)
+        else:
+            try:
+                w = succeed(f.append(data))
+            except Exception as e:
+                w = Deferred()
+                w.errback(e)
+        return w.addCallback(written).addCallbacks(durable, failed)
+
+    def _fail_all(self, failure: Any, batch: List[Tuple[List[bytes], Optional[int],
+                                                         "Deferred[int]"]]) -> None:
+        error = failure.value
+        if not isinstance(error, KafError):
+            self.log.failure("log {name}: write failed", failure, name=self.name)
+            error = WriteFailed("put: write failed; nothing was written")
+        for _, _, done in batch:
+            if not done.called:
+                self.errs += 1
+                done.errback(error)
+
+    # -- live edits ------------------------------------------------------------
+
+    def _check_disk(self) -> "Deferred[None]":
+        """Re-read the file first if another program changed it (rule 7)."""
+        f = self.file
+        if not f.changed_on_disk():
+            return succeed(None)
+
+        def swap(result: Tuple[LogFile, List[str]]) -> None:
+            new, problems = result
+            self._report(problems)
+            if self.file is f:
+                self.file = new
+                f.close()
+            else:
+                new.close()
+            self._wake()
+
+        return self._blocking(f.reloaded, self._reactor.seconds()).addCallback(swap)
+
+    # -- reads ------------------------------------------------------------
+
+    def get(self, from_num: int, limit: int, max_bytes: int) -> "Deferred[Reply]":
+        """The messages numbered C{from_num} and after (SPEC 3.2)."""
+        self.gets += 1
+        if self.file.changed_on_disk():
+            return self._lock.run(self._check_disk).addCallback(
+                lambda _: self._read(from_num, limit, max_bytes))
+        return self._read(from_num, limit, max_bytes)
+
+    def _read(self, from_num: int, limit: int, max_bytes: int) -> "Deferred[Reply]":
+        f = self.file
+        if f.error is not None:
+            self.errs += 1
+            raise UnreadableLog("get: log %r cannot be read: %s" % (self.name, f.error))
+        i = f.position(from_num)
+        n = f.plan(i, limit, max_bytes)
+        last = f.last_num
+        if n == 0:
+            return succeed(Reply(EMPTY, last, True))
+        index = f.index
+        if index.ends[i + n - 1] - index.starts[i] <= BLOCKING_BYTES:
+            return succeed(Reply(f.read(i, n), last, True))
+        # A large read leaves the reactor thread on its own handle, so a
+        # swap of the file meanwhile cannot pull the file from under it.
+        assert f.fd is not None
+        fd = os.dup(f.fd)
+        reader = LogFile(f.folder, f.name)
+        reader.fd = fd
+        reader.index = index
+
+        def read() -> Slice:
+            try:
+                return reader.read(i, n)
+            finally:
+                reader.close()
+
+        return self._blocking(read).addCallback(lambda s: Reply(s, last, True))
+
+    def wait(self, from_num: int, timeout: float) -> "Deferred[None]":
+        """
+        Fire when a message numbered C{from_num} or after may exist, or after
+        C{timeout} seconds.  Cancelling it (a client that went away) leaves
+        nothing behind.
+        """
+        if self._closing or self.file.last_num >= from_num:
+            return succeed(None)
+        call: List[IDelayedCall] = []
+
+        def cancel(d: "Deferred[None]") -> None:
+            self._forget(d)
+            if call and call[0].active():
+                call[0].cancel()
+            d.callback(None)
+
+        d: "Deferred[None]" = Deferred(cancel)
+        self._waiters.append(d)
+
+        def timeout_() -> None:
+            self._forget(d)
+            d.callback(None)
+
+        call.append(self._reactor.callLater(timeout, timeout_))
+        d.addBoth(self._cancel_timer, call)
+        return d
+
+    @staticmethod
+    def _cancel_timer(result: Any, call: List[IDelayedCall]) -> Any:
+        if call and call[0].active():
+            call[0].cancel()
+        return result
+
+    def _forget(self, d: "Deferred[None]") -> None:
+        try:
+            self._waiters.remove(d)
+        except ValueError:
+            pass
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            if not d.called:
+                d.callback(None)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    # -- archive ------------------------------------------------------------
+
+    def archive(self, upto: int) -> "Deferred[Tuple[Optional[str], int, int]]":
+        """Move messages numbered <= C{upto} to an archive file (SPEC 3.3)."""
+        return self._lock.run(self._archive, upto)
+
+    def _archive(self, upto: int) -> "Deferred[Tuple[Optional[str], int, int]]":
+        def run(_: None) -> "Deferred[Tuple[Optional[str], int, int, LogFile]]":
+            f = self.file
+            if f.error is not None:
+                raise UnreadableLog("archive: log %r cannot be read: %s" % (self.name, f.error))
+            return self._blocking(f.archive, upto, self._reactor.seconds())
+
+        def swap(result: Tuple[Optional[str], int, int, LogFile]
+                 ) -> Tuple[Optional[str], int, int]:
+            name, used, kept, new = result
+            if new is not self.file:
+                old, self.file = self.file, new
+                old.close()
+                self.log.info("log {name}: archived up to {upto} as {archive}, kept {kept}",
+                              name=self.name, upto=used, archive=name, kept=kept)
+            return name, used, kept
+
+        return self._check_disk().addCallback(run).addCallback(swap)
+
+    # -- shutdown ------------------------------------------------------------
+
+    def close(self) -> "Deferred[None]":
+        """Finish pending writes, answer waiters, close the file."""
+        self._closing = True
+        self._wake()
+
+        def done(_: None) -> None:
+            self.file.close()
+
+        return self._lock.run(lambda: succeed(None)).addCallback(done)

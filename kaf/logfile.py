@@ -1,0 +1,404 @@
+"""
+One log file on disk: its index, appends, reads, archives and repair
+(SPEC sections 3.3, 4, 6 and 7).  Blocking I/O, no Twisted: the log's
+service decides what runs on the reactor thread and what does not.
+"""
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+import time
+from bisect import bisect_left, bisect_right
+from typing import List, NamedTuple, Optional, Tuple
+
+from kaf import _format
+from kaf.errors import StorageFull, UnreadableLog, WriteFailed
+
+ARCHIVE_TMP = ".%s.archive-tmp"
+NEW_TMP = ".%s.new"
+
+
+def utc_stamp(now: float) -> str:
+    """The time format of archive and side-file names."""
+    return time.strftime("%Y-%m-%dT%H_%M_%SZ", time.gmtime(now))
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Slice(NamedTuple):
+    """
+    Messages read from a log: C{span} holds the file's bytes from C{base};
+    C{nums}, C{starts}, C{ends} locate each message's record in it.  When
+    C{clean}, C{span} is exactly the records of a kaf reply.
+    """
+
+    span: bytes
+    base: int
+    nums: List[int]
+    starts: List[int]
+    ends: List[int]
+    clean: bool
+
+    def __len__(self) -> int:
+        return len(self.nums)
+
+    def messages(self) -> List[bytes]:
+        """Each message's data, in order."""
+        span, base = self.span, self.base
+        out = []
+        for s, e in zip(self.starts, self.ends):
+            out.append(span[_format.data_offset(span, s - base):e - base])
+        return out
+
+    def kaf_records(self) -> bytes:
+        """The records of a kaf reply for these messages."""
+        if self.clean:
+            return self.span
+        return _format.records_of(self.nums, self.messages())
+
+
+class LogFile:
+    """
+    One log's file.  C{last_num} is the log's last number (SPEC 3.1): the
+    number of its last message, or the number it continues from.
+    """
+
+    def __init__(self, folder: str, name: str) -> None:
+        self.folder = folder
+        self.name = name
+        self.path = os.path.join(folder, name)
+        self.fd: Optional[int] = None
+        self.index = _format.Index()
+        self.start = 0
+        self.last_num = 0
+        self.size = 0
+        #: Why the file cannot be served (SPEC 6 rule 1), or None.
+        self.error: Optional[str] = None
+        #: The file was deleted by someone else; the next append re-creates it.
+        self.missing = False
+        self._stat_key: Optional[Tuple[int, int, int, int]] = None
+
+    # -- opening and re-reading ------------------------------------------
+
+    @classmethod
+    def create(cls, folder: str, name: str, start: int = 0) -> "LogFile":
+        """Create a new log file atomically (a crash leaves none or a whole one)."""
+        log = cls(folder, name)
+        log._write_new_file(start)
+        log.open()
+        return log
+
+    def _write_new_file(self, start: int) -> None:
+        tmp = os.path.join(self.folder, NEW_TMP % (self.name,))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, _format.db_header(start))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, self.path)
+        fsync_dir(self.folder)
+
+    def open(self, now: Optional[float] = None) -> List[str]:
+        """
+        Open and index the file, repairing a torn tail (rule 6).  Returns
+        the problems found, as lines for the log.
+        """
+        self.close()
+        self.index = _format.Index()
+        self.error = None
+        self.missing = False
+        try:
+            self.fd = os.open(self.path, os.O_RDWR)
+            st = os.fstat(self.fd)
+        except OSError as e:
+            self.close()
+            self.error = "cannot open: %s" % (e.strerror,)
+            return [self.error]
+        return self._scan_from(None, st.st_size, now)
+
+    def _scan_from(self, resume: Optional[Tuple[int, int]], size: int,
+                   now: Optional[float]) -> List[str]:
+        """Index from the file header, or from C{resume} = (offset, last_num)."""
+        assert self.fd is not None
+        if size == 0:
+            self.error = "not a Kaf log: the file is empty"
+            return [self.error]
+        with mmap.mmap(self.fd, size, access=mmap.ACCESS_READ) as mm:
+            if resume is None:
+                head = _format.parse_db_header(mm)
+                if head is None:
+                    self.error = "not a Kaf log: it does not begin with KAF_DB|v1|<number>"
+                    return [self.error]
+                previous = self.last_num
+                self.start, pos = head
+                result = _format.scan(mm, pos, size, self.index, self.start)
+                # Never hand out a number twice, whatever an edit did.
+                self.last_num = max(result.last_num, previous)
+            else:
+                pos, last = resume
+                result = _format.scan(mm, pos, size, self.index, last)
+                self.last_num = max(result.last_num, self.last_num)
+            problems = ["offset %d: %s" % (p.offset, p.text) for p in result.problems]
+            if result.torn_at is not None:
+                side = self._keep_torn_tail(mm, result.torn_at, size, now)
+                problems.append("offset %d: torn tail of %d bytes moved to %s"
+                                % (result.torn_at, size - result.torn_at, side))
+        if result.torn_at is not None:
+            os.ftruncate(self.fd, result.torn_at)
+            os.fsync(self.fd)
+        self._remember()
+        return problems
+
+    def _keep_torn_tail(self, mm: mmap.mmap, at: int, size: int,
+                        now: Optional[float]) -> str:
+        stamp = utc_stamp(time.time() if now is None else now)
+        side = self._free_name(".%s.torn-%s" % (self.name, stamp))
+        with open(os.path.join(self.folder, side), "xb") as f:
+            f.write(mm[at:size])
+            f.flush()
+            os.fsync(f.fileno())
+        return side
+
+    def _free_name(self, base: str) -> str:
+        name, n = base, 0
+        while os.path.lexists(os.path.join(self.folder, name)):
+            n += 1
+            name = "%s_%d" % (base, n)
+        return name
+
+    def _remember(self) -> None:
+        assert self.fd is not None
+        st = os.fstat(self.fd)
+        self.size = st.st_size
+        self._stat_key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def changed_on_disk(self) -> bool:
+        """Did another program change, replace or delete the file (rule 7)?"""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return not self.missing
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != self._stat_key
+
+    def reloaded(self, now: Optional[float] = None) -> Tuple["LogFile", List[str]]:
+        """
+        Re-read a file changed by another program (rule 7).  Returns a new
+        LogFile, so that reads of this one stay consistent until the caller
+        swaps them (on the reactor thread) and closes this one.
+        """
+        new = LogFile(self.folder, self.name)
+        new.start = self.start
+        # Never hand out a number twice, whatever an edit did.
+        new.last_num = self.last_num
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            new.missing = True
+            return new, ["the file was deleted; the next put re-creates it"]
+        key = self._stat_key
+        if (key is not None and self.fd is not None and self.error is None
+                and (st.st_dev, st.st_ino) == key[:2] and st.st_size > key[2]
+                and self._tail_unchanged()):
+            # Grown by an append: read only the new part.
+            index = self.index
+            new.index.nums = index.nums[:]
+            new.index.starts = index.starts[:]
+            new.index.ends = index.ends[:]
+            new.index.dirty = index.dirty[:]
+            resume = ((index.ends[-1], index.nums[-1]) if len(index)
+                      else (len(_format.db_header(self.start)), self.start))
+            new.fd = os.open(self.path, os.O_RDWR)
+            size = os.fstat(new.fd).st_size
+            return new, ["grown by another program"] + new._scan_from(resume, size, now)
+        return new, ["changed by another program: re-read"] + new.open(now)
+
+    def _tail_unchanged(self) -> bool:
+        """Are the bytes of the last known record (or the header) as they were?"""
+        assert self.fd is not None
+        if len(self.index):
+            start, end = self.index.starts[-1], self.index.ends[-1]
+            head = os.pread(self.fd, min(end - start, 64), start)
+            return _format.data_offset_or_none(head) is not None
+        want = _format.db_header(self.start)
+        return os.pread(self.fd, len(want), 0) == want
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    # -- writing ------------------------------------------------------------
+
+    def append(self, data: bytes) -> int:
+        """
+        Write C{data} at the end of the file; return the offset it begins at.
+        A failed write is cut back, so no partial record stays.
+        """
+        if self.error is not None:
+            raise UnreadableLog("log %r: %s" % (self.name, self.error))
+        if self.missing or self.fd is None:
+            self._write_new_file(self.last_num)
+            self.open()
+            if self.error is not None:
+                raise UnreadableLog("log %r: %s" % (self.name, self.error))
+        assert self.fd is not None
+        at = self.size
+        try:
+            view = memoryview(data)
+            done = 0
+            while done < len(view):
+                done += os.pwrite(self.fd, view[done:], at + done)
+        except OSError as e:
+            self._cut_back(at)
+            raise _write_error(e)
+        self._remember()
+        return at
+
+    def sync(self, undo_to: int) -> None:
+        """fsync; on failure cut the file back to C{undo_to} and raise."""
+        assert self.fd is not None
+        try:
+            os.fsync(self.fd)
+        except OSError as e:
+            self._cut_back(undo_to)
+            raise _write_error(e)
+
+    def _cut_back(self, at: int) -> None:
+        assert self.fd is not None
+        try:
+            os.ftruncate(self.fd, at)
+            os.fsync(self.fd)
+        except OSError:
+            pass
+        self._remember()
+
+    def published(self, first: int, at: int, sizes: List[int]) -> None:
+        """Make messages written at C{at} visible to reads."""
+        self.index.extend_clean(first, at, sizes)
+        self.last_num = first + len(sizes) - 1
+
+    # -- reading ------------------------------------------------------------
+
+    def position(self, from_num: int) -> int:
+        """Index position of the first message numbered C{from_num} or after."""
+        return bisect_left(self.index.nums, from_num)
+
+    def plan(self, i: int, limit: int, max_bytes: int) -> int:
+        """
+        How many messages from position C{i} make a reply: at most C{limit},
+        none added once the bytes reach C{max_bytes}, at least one.
+        """
+        index = self.index
+        n = min(len(index) - i, limit)
+        if n <= 0:
+            return 0
+        # The file offsets measure the reply's size without a loop.
+        j = bisect_left(index.ends, index.starts[i] + max_bytes, i, i + n)
+        return min(n, j - i + 1)
+
+    def read(self, i: int, count: int) -> Slice:
+        """Read messages at positions C{i} … C{i+count-1}: one pread."""
+        index = self.index
+        assert self.fd is not None
+        base = index.starts[i]
+        end = index.ends[i + count - 1]
+        span = os.pread(self.fd, end - base, base)
+        if len(span) != end - base:
+            raise UnreadableLog("log %r: the file is shorter than its index" % (self.name,))
+        dirty = index.dirty
+        # Only the first message may be marked for the blank lines before
+        # it, which a reply starting there does not include.
+        k = bisect_left(dirty, i + 1)
+        clean = (k == len(dirty) or dirty[k] >= i + count) and (
+            k == 0 or dirty[k - 1] != i
+            or _format.is_canonical(span, 0, index.ends[i] - base))
+        return Slice(span, base, index.nums[i:i + count].tolist(),
+                     index.starts[i:i + count].tolist(), index.ends[i:i + count].tolist(),
+                     clean)
+
+    # -- archiving ------------------------------------------------------------
+
+    def archive(self, upto: int, now: float) -> Tuple[Optional[str], int, int, "LogFile"]:
+        """
+        Move messages numbered <= C{upto} out of the live file (SPEC 3.3).
+        Returns (archive file name or None, upto used, messages kept, the
+        LogFile to use from now on: the caller swaps it in and closes this).
+
+        The live file is never absent: the archive is a hard link to the old
+        file, made before the new file is renamed over the live name.
+        """
+        if self.error is not None:
+            raise UnreadableLog("log %r: %s" % (self.name, self.error))
+        index = self.index
+        used = min(upto, self.last_num)
+        k = bisect_right(index.nums, upto)
+        if k == 0 or self.fd is None:
+            return None, used, len(index), self
+        kept_from = index.starts[k] if k < len(index) else self.size
+        header = _format.db_header(used)
+        tmp = os.path.join(self.folder, ARCHIVE_TMP % (self.name,))
+        out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(out, header)
+            pos = kept_from
+            while pos < self.size:
+                chunk = os.pread(self.fd, min(1 << 20, self.size - pos), pos)
+                if not chunk:
+                    break
+                os.write(out, chunk)
+                pos += len(chunk)
+            os.fsync(out)
+        finally:
+            os.close(out)
+        archive_name = self._link_archive(now)
+        os.rename(tmp, self.path)
+        fsync_dir(self.folder)
+        delta = len(header) - kept_from
+        new = _format.Index()
+        new.nums = index.nums[k:]
+        new.starts = _format.shifted(index.starts[k:], delta)
+        new.ends = _format.shifted(index.ends[k:], delta)
+        new.dirty = [d - k for d in index.dirty if d > k]
+        after = LogFile(self.folder, self.name)
+        after.fd = os.open(self.path, os.O_RDWR)
+        after.index = new
+        after.start = used
+        after.last_num = self.last_num
+        after._remember()
+        return archive_name, used, len(new), after
+
+    def _link_archive(self, now: float) -> str:
+        base = "--%s--%s" % (self.name, utc_stamp(now))
+        n = 0
+        while True:
+            name = base if n == 0 else "%s_%d" % (base, n)
+            try:
+                os.link(self.path, os.path.join(self.folder, name))
+                return name
+            except FileExistsError:
+                n += 1
+
+
+def _write_error(e: OSError) -> Exception:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageFull("put: no space left on the disk; nothing was written")
+    return WriteFailed("put: write failed (%s); nothing was written" % (e.strerror,))
+
+
+def tidy(folder: str, name: str) -> List[str]:
+    """Remove what a crash in the middle of an archive or create left behind."""
+    found = []
+    for tmp in (ARCHIVE_TMP % (name,), NEW_TMP % (name,)):
+        path = os.path.join(folder, tmp)
+        if os.path.exists(path):
+            os.unlink(path)
+            found.append("removed %s left by an interrupted archive or create" % (tmp,))
+    return found

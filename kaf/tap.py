@@ -1,0 +1,134 @@
+"""
+twistd options and makeService: parse and check the options of SPEC
+section 1, then wire the store, the web site, the stats timer and the
+listening endpoints into one service.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, List, Optional
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python import usage
+
+from kaf.log import Runner
+from kaf.stats import Stats, StatsService
+from kaf.store import Store
+from kaf.web import KafWeb, make_site
+
+_ADDR = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\[\]]*)):(?P<port>\d{1,5})\Z")
+
+
+def addr_endpoint(addr: str) -> str:
+    """The endpoint string for a Go-style C{HOST:PORT}."""
+    m = _ADDR.match(addr)
+    if m is None or int(m.group("port")) > 65535:
+        raise usage.UsageError("--addr must be HOST:PORT, e.g. 127.0.0.1:7749 (got %r)" % (addr,))
+    host = m.group("v6") or m.group("host") or ""
+    port = m.group("port")
+    if not host:
+        return "tcp:%s" % (port,)
+    return "tcp:%s:interface=%s" % (port, host.replace(":", r"\:"))
+
+
+def _positive(name: str, value: str, cast: Any = int, zero: bool = False) -> Any:
+    try:
+        number = cast(value)
+    except ValueError:
+        raise usage.UsageError("--%s must be a number (got %r)" % (name, value))
+    if number < 0 or (number == 0 and not zero) or number != number:
+        raise usage.UsageError("--%s must be %s (got %r)"
+                               % (name, "≥ 0" if zero else "> 0", value))
+    return number
+
+
+class Options(usage.Options):
+    optParameters = [
+        ["addr", None, "127.0.0.1:7749", "where to listen, HOST:PORT"],
+        ["data", None, "./kaf-data", "the data folder (created if missing)"],
+        ["stats-interval", None, "300", "seconds between records in the _kaf log"],
+        ["fsync", None, "always", "always: answer a put once it is on disk; never: once "
+                                  "the operating system has it"],
+        ["max-message-size", None, "5242880", "largest message accepted, in bytes"],
+        ["max-wait", None, "60", "longest long-poll a client may ask for, in seconds"],
+    ]
+    optFlags = [
+        ["access-log", None, "log every request (costs speed)"],
+    ]
+
+    def __init__(self) -> None:
+        usage.Options.__init__(self)
+        self["listen"] = []
+
+    def opt_listen(self, endpoint: str) -> None:
+        """A Twisted server endpoint string (tcp:7749, unix:/run/kaf.sock, ssl:…);
+        may be repeated; replaces --addr."""
+        self["listen"].append(endpoint)
+
+    def postOptions(self) -> None:
+        from twisted.internet import reactor
+
+        if self["fsync"] not in ("always", "never"):
+            raise usage.UsageError("--fsync must be always or never (got %r)" % (self["fsync"],))
+        self["stats-interval"] = _positive("stats-interval", self["stats-interval"], float)
+        self["max-message-size"] = _positive("max-message-size", self["max-message-size"])
+        self["max-wait"] = _positive("max-wait", self["max-wait"], float, zero=True)
+        if not self["listen"]:
+            self["listen"] = [addr_endpoint(self["addr"])]
+        for endpoint in self["listen"]:
+            try:
+                serverFromString(reactor, endpoint)
+            except (ValueError, TypeError, KeyError) as e:
+                raise usage.UsageError("--listen %r is not an endpoint: %s" % (endpoint, e))
+
+
+class StoreService(Service):
+    """Loads the store at start-up; at shutdown finishes writes and closes files."""
+
+    log = Logger()
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def startService(self) -> None:
+        Service.startService(self)
+        self.log.info("data folder {folder}", folder=self.store.folder)
+        self.store.load()
+
+    def stopService(self) -> "Deferred[object]":
+        Service.stopService(self)
+        return self.store.close()
+
+
+def thread_runner(reactor: Any) -> Runner:
+    def run(f: Any, *args: Any) -> "Deferred[Any]":
+        return deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
+    return run
+
+
+def makeService(config: Options, reactor: Optional[Any] = None) -> MultiService:
+    if reactor is None:
+        from twisted.internet import reactor as default
+
+        reactor = default
+    top = MultiService()
+    store = Store(config["data"], reactor, thread_runner(reactor),
+                  fsync=config["fsync"] == "always")
+    StoreService(store).setServiceParent(top)
+
+    stats = Stats(store, reactor)
+    StatsService(stats, config["stats-interval"], reactor).setServiceParent(top)
+
+    web = KafWeb(store, max_message_size=config["max-message-size"],
+                 max_wait=config["max-wait"])
+    site = make_site(web, reactor, access_log=config["access-log"])
+    for endpoint in config["listen"]:
+        service = StreamServerEndpointService(serverFromString(reactor, endpoint), site)
+        service.setServiceParent(top)
+        Logger().info("listening on {endpoint}", endpoint=endpoint)
+    return top

@@ -1,0 +1,400 @@
+"""
+The HTTP API (SPEC section 3): Klein routes that parse a request, call the
+store and log services, and render the reply; domain errors become HTTP
+statuses in one place.  No file access here.
+
+Also the Site, whose channel refuses a body over the limit from its
+Content-Length before reading it, and cuts off a chunked body as soon as
+it passes the limit.
+"""
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Callable, List, Optional, Tuple
+
+from klein import Klein
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
+from twisted.web.iweb import IRequest
+from twisted.web.server import Request, Site
+
+from kaf import _format
+from kaf.errors import BadRequest, ExpectMismatch, KafError, MessageTooLarge, UnknownLog
+from kaf.log import EMPTY as _EMPTY, Log, Reply
+from kaf.store import Store
+
+MAX_BATCH_BODY = 64 << 20
+DEFAULT_LIMIT = 1000
+MAX_LIMIT = 10000
+MAX_REPLY_BYTES = 1 << 20
+
+_INT = re.compile(rb"\d{1,19}\Z")
+_NUMBER = re.compile(rb"\d{1,9}(?:\.\d{1,9})?\Z")
+_MAX_INT = (1 << 63) - 1
+
+TEXT = b"text/plain; charset=utf-8"
+OCTETS = b"application/octet-stream"
+JSON = b"application/json"
+
+# Hints for a wrong method: what the client should have sent.
+_HINTS = {
+    "put": ("POST", "put: use POST, e.g. curl --data-binary @message.txt {url}"),
+    "get": ("GET, HEAD", "get: use GET, e.g. curl '{url}?from=1'"),
+    "archive": ("POST", "archive: use POST, e.g. curl -X POST '{url}?upto=100'"),
+    "logs": ("GET, HEAD", "logs: use GET, e.g. curl {url}"),
+}
+
+
+class KafWeb:
+    """The Klein application, given its store."""
+
+    app = Klein()
+    log = Logger()
+
+    def __init__(self, store: Store, max_message_size: int = 5 << 20,
+                 max_wait: float = 60.0) -> None:
+        self.store = store
+        self.max_message_size = max_message_size
+        self.max_wait = max_wait
+
+    def resource(self) -> Any:
+        return self.app.resource()
+
+    # -- errors, in one place ------------------------------------------------
+
+    @app.handle_errors(KafError)
+    def _kaf_error(self, request: IRequest, failure: Failure) -> bytes:
+        error = failure.value
+        if isinstance(error, ExpectMismatch):
+            request.setHeader(b"X-Kaf-LastMsg", b"%d" % (error.last,))
+        if error.status >= 500:
+            self.log.warn("{reason}", reason=error.reason)
+        return _text(request, error.status, error.reason)
+
+    @app.handle_errors(Exception)
+    def _unexpected(self, request: IRequest, failure: Failure) -> bytes:
+        self.log.failure("unexpected error", failure)
+        return _text(request, 500, "internal error; the server log has the details")
+
+    # -- routes --------------------------------------------------------------
+
+    @app.route("/put/<path:name>")
+    def put(self, request: IRequest, name: str) -> Any:
+        _method(request, "put")
+        self.store.check(name, "put", write=True)
+        args = _args(request)
+        expect = _int(args, b"expect", "put", minimum=0)
+        batch = _one(args, b"batch", "put")
+        body = request.content.read() if request.content is not None else b""
+        messages = self._messages(body, batch)
+        log = self.store.get_or_create(name)
+
+        def done(last: int) -> bytes:
+            if batch is not None:
+                request.setHeader(b"X-Kaf-Count", b"%d" % (len(messages),))
+            return _reply(request, TEXT, b"%d" % (last,))
+
+        return maybeDeferred(log.put, messages, expect).addCallback(done)
+
+    def _messages(self, body: bytes, batch: Optional[bytes]) -> List[bytes]:
+        if batch is None:
+            if not body:
+                raise BadRequest("put: empty message")
+            if len(body) > self.max_message_size:
+                raise MessageTooLarge("put: message of %d bytes is over the limit of %d"
+                                      % (len(body), self.max_message_size))
+            return [body]
+        if batch == b"lines":
+            messages = [line for line in body.split(b"\n") if line]
+        elif batch == b"kaf":
+            try:
+                messages = _format.parse_kaf_body(body)
+            except _format.MalformedBatch as e:
+                raise BadRequest("put: malformed kaf batch: %s" % (e,))
+            if any(not m for m in messages):
+                raise BadRequest("put: the batch holds an empty message")
+        else:
+            raise BadRequest("put: invalid 'batch' (must be lines or kaf)")
+        if not messages:
+            raise BadRequest("put: empty batch")
+        for i, m in enumerate(messages):
+            if len(m) > self.max_message_size:
+                raise MessageTooLarge(
+                    "put: message %d of the batch has %d bytes, over the limit of %d"
+                    % (i + 1, len(m), self.max_message_size))
+        return messages
+
+    @app.route("/get/<path:name>")
+    def get(self, request: IRequest, name: str) -> Any:
+        _method(request, "get")
+        self.store.check(name, "get")
+        args = _args(request)
+        from_num = _int(args, b"from", "get", minimum=1, what="'from' message number")
+        if from_num is None:
+            raise BadRequest("get: missing 'from' message number")
+        fmt = _one(args, b"format", "get") or b"kaf"
+        if fmt not in (b"kaf", b"raw", b"json"):
+            raise BadRequest("get: invalid 'format' (must be kaf, raw or json)")
+        limit = _int(args, b"limit", "get", minimum=1)
+        limit = DEFAULT_LIMIT if limit is None else min(limit, MAX_LIMIT)
+        wait = _seconds(args, b"wait", "get", self.max_wait)
+
+        log: Optional[Log] = self.store.get(name)
+        if log is None and wait:
+            # A poller may wait for a log's first message.
+            log = self.store.get_or_create(name)
+        if log is None:
+            return _render(request, fmt, Reply(_EMPTY, 0, False))
+
+        def read(_: object = None) -> "Deferred[Reply]":
+            return maybeDeferred(log.get, from_num, limit, MAX_REPLY_BYTES)
+
+        def maybe_wait(reply: Reply) -> Any:
+            if len(reply.slice) or not wait:
+                return reply
+            return log.wait(from_num, wait).addCallback(read)
+
+        def render(reply: Reply) -> bytes:
+            reply.exists = self.store.get(name) is not None
+            return _render(request, fmt, reply)
+
+        return read().addCallback(maybe_wait).addCallback(render)
+
+    @app.route("/archive/<path:name>")
+    def archive(self, request: IRequest, name: str) -> Any:
+        _method(request, "archive")
+        self.store.check(name, "archive")
+        upto = _int(_args(request), b"upto", "archive", minimum=1,
+                    what="'upto' message number")
+        if upto is None:
+            raise BadRequest("archive: missing 'upto' message number")
+        log = self.store.get(name)
+        if log is None:
+            raise UnknownLog("archive: no log named %r" % (name,))
+
+        def done(result: Tuple[Optional[str], int, int]) -> bytes:
+            archive, used, kept = result
+            body = json.dumps({"log": name, "archive": archive, "upto": used, "kept": kept})
+            return _reply(request, JSON, body.encode())
+
+        return log.archive(upto).addCallback(done)
+
+    @app.route("/logs")
+    def logs(self, request: IRequest) -> bytes:
+        _method(request, "logs")
+        out = []
+        for log in self.store.logs():
+            f = log.file
+            entry: dict = {"name": log.name}
+            index = f.index
+            entry["first"] = index.nums[0] if len(index) else None
+            entry["last"] = f.last_num
+            entry["count"] = len(index)
+            entry["bytes"] = f.size
+            if f.error is not None:
+                entry["error"] = f.error
+            out.append(entry)
+        return _reply(request, JSON, json.dumps(out).encode())
+
+    @app.route("/", branch=True)
+    def unknown(self, request: IRequest) -> bytes:
+        path = request.path.decode("latin-1")
+        for op in ("put", "get", "archive"):
+            if path in ("/" + op, "/" + op + "/"):
+                raise BadRequest("%s: empty log name" % (op,))
+        return _text(request, 404, "unknown path %r: use /put/LOG, /get/LOG, "
+                     "/archive/LOG or /logs" % (path,))
+
+
+def _method(request: IRequest, op: str) -> None:
+    allowed, hint = _HINTS[op]
+    method = request.method
+    if method in (b"GET", b"HEAD") and "GET" in allowed:
+        return
+    if method == b"POST" and allowed == "POST":
+        return
+    url = request.uri.decode("latin-1").split("?")[0]
+    request.setHeader(b"Allow", allowed.encode())
+    raise _MethodNotAllowed(hint.format(url="http://HOST" + url))
+
+
+class _MethodNotAllowed(KafError):
+    status = 405
+
+
+def _args(request: IRequest) -> dict:
+    return request.args or {}
+
+
+def _one(args: dict, key: bytes, op: str) -> Optional[bytes]:
+    values = args.get(key)
+    if not values:
+        return None
+    if len(values) > 1:
+        raise BadRequest("%s: '%s' given more than once" % (op, key.decode()))
+    return values[0]
+
+
+def _int(args: dict, key: bytes, op: str, minimum: int,
+         what: Optional[str] = None) -> Optional[int]:
+    value = _one(args, key, op)
+    if value is None:
+        return None
+    what = what or "'%s'" % (key.decode(),)
+    if not _INT.match(value) or int(value) < minimum or int(value) > _MAX_INT:
+        raise BadRequest("%s: invalid %s (must be an integer ≥ %d)" % (op, what, minimum))
+    return int(value)
+
+
+def _seconds(args: dict, key: bytes, op: str, maximum: float) -> float:
+    value = _one(args, key, op)
+    if value is None:
+        return 0.0
+    if not _NUMBER.match(value) or float(value) > maximum:
+        raise BadRequest("%s: invalid 'wait' (must be a number of seconds from 0 to %g)"
+                         % (op, maximum))
+    return float(value)
+
+
+def _reply(request: IRequest, content_type: bytes, body: bytes) -> bytes:
+    request.setHeader(b"Content-Type", content_type)
+    request.setHeader(b"Content-Length", b"%d" % (len(body),))
+    return body
+
+
+def _text(request: IRequest, status: int, reason: str) -> bytes:
+    request.setResponseCode(status)
+    line = reason.replace("\r", " ").replace("\n", " ") + "\n"
+    return _reply(request, TEXT, line.encode("utf-8"))
+
+
+def _render(request: IRequest, fmt: bytes, reply: Reply) -> bytes:
+    s = reply.slice
+    if reply.exists:
+        request.setHeader(b"X-Kaf-LastMsg", b"%d" % (reply.last,))
+    if len(s):
+        request.setHeader(b"X-Kaf-FirstMsg", b"%d" % (s.nums[0],))
+        request.setHeader(b"X-Kaf-LastMsgSent", b"%d" % (s.nums[-1],))
+    if fmt == b"kaf":
+        return _reply(request, OCTETS, _format.reply_header(len(s)) + s.kaf_records())
+    if fmt == b"raw":
+        return _reply(request, OCTETS, b"".join([m + b"\n" for m in s.messages()]))
+    items = b",\n".join([_json_item(m) for m in s.messages()])
+    return _reply(request, JSON, b"[" + items + b"]")
+
+
+def _no_constants(name: str) -> None:
+    raise ValueError(name)
+
+
+def _json_item(message: bytes) -> bytes:
+    """A message as it is when it is valid JSON, else as a JSON string."""
+    try:
+        text = message.decode("utf-8")
+        json.loads(text, parse_constant=_no_constants)
+        return message
+    except ValueError:
+        text = message.decode("utf-8", "replace")
+        return json.dumps(text).encode("utf-8")
+
+
+# -- the Site: body limits before the body is read ----------------------------
+
+class KafRequest(Request):
+    """A request that stops reading a body as soon as it passes its limit."""
+
+    body_limit: Optional[int] = None
+    _received = 0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        Request.__init__(self, *args, **kwargs)
+        # curl -d sends a form type: parsing bodies as forms costs ~40% of
+        # put speed, and a message is never a form.
+        self._parsePOSTFormSubmission = False
+
+    def handleContentChunk(self, data: bytes) -> None:
+        self._received += len(data)
+        if self.body_limit is not None and self._received > self.body_limit:
+            self.channel.refuse_body(self.body_limit)
+            return
+        Request.handleContentChunk(self, data)
+
+
+class KafChannel(HTTPChannel):
+    """
+    Decides the body limit of each request from its path before the body
+    is read, and answers 413 and closes when a body is over it.
+    """
+
+    body_limit: Callable[[bytes, bytes], Optional[int]] = staticmethod(lambda c, p: None)
+    _refused = False
+
+    def allHeadersReceived(self) -> None:
+        req = self.requests[-1]
+        limit = self.body_limit(self._command, self._path)
+        req.body_limit = limit
+        if limit is not None and self.length is not None and self.length > limit:
+            self.refuse_body(limit)
+            return
+        HTTPChannel.allHeadersReceived(self)
+
+    def refuse_body(self, limit: int) -> None:
+        if self._refused:
+            return
+        self._refused = True
+        body = ("put: body over the limit of %d bytes\n" % (limit,)).encode()
+        self.transport.write(
+            b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+        # Discard what the client still sends, then close: closing at once
+        # with unread data would reset the connection before the client
+        # reads the 413.
+        self.dataReceived = lambda data: None  # type: ignore[method-assign]
+        half_close = getattr(self.transport, "loseWriteConnection", None)
+        if half_close is not None:
+            half_close()
+            self.callLater(2.0, self.transport.abortConnection)
+        else:
+            self.transport.loseConnection()
+
+
+def body_limit_for(max_message_size: int) -> Callable[[bytes, bytes], Optional[int]]:
+    """The largest body accepted for a request line's method and path."""
+
+    def limit(command: bytes, path: bytes) -> Optional[int]:
+        if not path.startswith(b"/put/"):
+            return 1 << 16
+        if b"batch=" in path:
+            return max(MAX_BATCH_BODY, max_message_size)
+        return max_message_size
+
+    return limit
+
+
+class KafSite(Site):
+    """The Site, with Kaf's channel and request and no form parsing."""
+
+    requestFactory = KafRequest
+
+    def __init__(self, resource: Any, max_message_size: int, reactor: IReactorTime,
+                 access_log: bool = False, timeout: float = 75.0) -> None:
+        Site.__init__(self, resource, reactor=reactor, timeout=timeout)
+        self._body_limit = body_limit_for(max_message_size)
+        self._access_log = access_log
+
+    def protocol(self) -> _GenericHTTPChannelProtocol:  # type: ignore[override]
+        channel = KafChannel()
+        channel.body_limit = self._body_limit
+        return _GenericHTTPChannelProtocol(channel)
+
+    def log(self, request: Request) -> None:
+        if self._access_log:
+            Site.log(self, request)
+
+
+def make_site(web: KafWeb, reactor: IReactorTime, access_log: bool = False) -> KafSite:
+    return KafSite(web.resource(), web.max_message_size, reactor, access_log)

@@ -1,0 +1,41 @@
+"""Shared test helpers: the Go fixtures, a synchronous runner, a store."""
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Any, Callable
+
+import pytest
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.task import Clock
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SHARED = os.path.join(os.path.dirname(os.path.dirname(HERE)), "shared")
+FIXTURES = os.path.join(SHARED, "fixtures")
+
+
+def sync_runner(f: Callable[..., Any], *args: Any) -> "Deferred[Any]":
+    """Runs 'blocking' work at once: tests need no thread pool to flush."""
+    return maybeDeferred(f, *args)
+
+
+def copy_fixture(relative: str, dest: str) -> str:
+    """Copy a fixture folder (never write into ../shared) and make it writable."""
+    src = os.path.join(FIXTURES, relative)
+    shutil.copytree(src, dest)
+    for root, dirs, files in os.walk(dest):
+        os.chmod(root, 0o755)
+        for f in files:
+            os.chmod(os.path.join(root, f), 0o644)
+    return dest
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def gokaf_data(tmp_path: Any) -> str:
+    """A writable copy of the Go version's data folder."""
+    return copy_fixture("gokaf-data", str(tmp_path / "gokaf-data"))
