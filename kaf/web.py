@@ -15,10 +15,11 @@ from typing import Any, Callable, List, Optional, Tuple
 
 from klein import Klein
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
+from twisted.web import http_headers
 from twisted.web.iweb import IRequest
 from twisted.web.server import Request, Site
 
@@ -26,6 +27,14 @@ from kaf import _format
 from kaf.errors import BadRequest, ExpectMismatch, KafError, MessageTooLarge, UnknownLog
 from kaf.log import EMPTY as _EMPTY, Log, Reply
 from kaf.store import Store
+
+# Send Kaf's headers spelled as SPEC.md spells them (HTTP names are
+# case-insensitive; this is for people reading `curl -i`).
+_SPELLING = getattr(getattr(http_headers, "_NameEncoder", http_headers.Headers),
+                    "_caseMappings", None)
+if isinstance(_SPELLING, dict):
+    for _name in (b"X-Kaf-LastMsg", b"X-Kaf-FirstMsg", b"X-Kaf-LastMsgSent", b"X-Kaf-Count"):
+        _SPELLING[b"-".join([w.capitalize() for w in _name.split(b"-")])] = _name
 
 MAX_BATCH_BODY = 64 << 20
 DEFAULT_LIMIT = 1000
@@ -331,7 +340,52 @@ class KafChannel(HTTPChannel):
     """
 
     body_limit: Callable[[bytes, bytes], Optional[int]] = staticmethod(lambda c, p: None)
+    #: Seconds a client has to send a whole request (headers and body) once
+    #: it starts one: the idle timeout alone restarts on every byte, so a
+    #: client dribbling a byte at a time (slowloris) would hold on forever.
+    request_deadline = 60.0
     _refused = False
+    _deadline: Optional[IDelayedCall] = None
+    _abort: Optional[IDelayedCall] = None
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._refused:
+            return
+        if self._deadline is None and not self._handlingRequest:
+            self._deadline = self.callLater(self.request_deadline, self._too_slow)
+        HTTPChannel.dataReceived(self, data)
+
+    # Once refused, whatever the client still sends is discarded, including
+    # the rest of a buffer already being parsed.
+    def lineReceived(self, line: bytes) -> None:
+        if not self._refused:
+            HTTPChannel.lineReceived(self, line)
+
+    def rawDataReceived(self, data: bytes) -> None:
+        if not self._refused:
+            HTTPChannel.rawDataReceived(self, data)
+
+    def allContentReceived(self) -> None:
+        self._cancel_deadline()
+        if not self._refused:
+            HTTPChannel.allContentReceived(self)
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None:
+            if self._deadline.active():
+                self._deadline.cancel()
+            self._deadline = None
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        self._refuse(408, "Request Timeout",
+                     "request not received within %g seconds\n" % (self.request_deadline,))
+
+    def connectionLost(self, reason: Failure) -> None:
+        self._cancel_deadline()
+        if self._abort is not None and self._abort.active():
+            self._abort.cancel()
+        HTTPChannel.connectionLost(self, reason)
 
     def allHeadersReceived(self) -> None:
         req = self.requests[-1]
@@ -343,21 +397,29 @@ class KafChannel(HTTPChannel):
         HTTPChannel.allHeadersReceived(self)
 
     def refuse_body(self, limit: int) -> None:
+        parts = self._path.split(b"?")[0].split(b"/")
+        op = parts[1].decode("latin-1") if len(parts) > 2 and parts[1] in (b"put", b"get",
+                                                                          b"archive") else "request"
+        self._refuse(413, "Payload Too Large", "%s: body over the limit of %d bytes\n" % (op, limit))
+
+    def _refuse(self, status: int, phrase: str, reason: str) -> None:
+        """Answer before the request is whole, then close."""
+        self._cancel_deadline()
         if self._refused:
             return
         self._refused = True
-        body = ("put: body over the limit of %d bytes\n" % (limit,)).encode()
+        body = reason.encode("utf-8")
         self.transport.write(
-            b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: text/plain; charset=utf-8\r\n"
-            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+            b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+            % (status, phrase.encode(), len(body), body))
         # Discard what the client still sends, then close: closing at once
         # with unread data would reset the connection before the client
         # reads the 413.
-        self.dataReceived = lambda data: None  # type: ignore[method-assign]
         half_close = getattr(self.transport, "loseWriteConnection", None)
         if half_close is not None:
             half_close()
-            self.callLater(2.0, self.transport.abortConnection)
+            self._abort = self.callLater(2.0, self.transport.abortConnection)
         else:
             self.transport.loseConnection()
 
