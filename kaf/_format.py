@@ -146,7 +146,29 @@ def scan(buf: Buffer, pos: int, size: int, index: Index, last_num: int) -> ScanR
     result = ScanResult(index, last_num)
     match = _RECORD.match
     m = match(buf, pos)
+    nums, starts, ends, dirty = index.nums, index.starts, index.ends, index.dirty
     while True:
+        # Fast path: a canonical record followed directly by another header.
+        prev = ends[-1] if len(ends) else -1
+        last = result.last_num
+        while m is not None:
+            at = m.start()
+            num_text, size_text = m.groups()
+            num = int(num_text)
+            data_end = m.end() + int(size_text)
+            nxt = match(buf, data_end)
+            if nxt is None or num <= last or m.start(1) - 9 != at:
+                break
+            if prev != at and prev != -1:
+                dirty.append(len(nums))
+            nums.append(num)
+            starts.append(at)
+            ends.append(data_end)
+            prev, last = data_end, num
+            m = nxt
+        result.last_num = last
+        if m is not None:
+            pos = m.start()
         if m is None:
             rest = bytes(buf[pos:size])
             if rest.strip(b"\n") == b"":
