@@ -130,12 +130,15 @@ class LogFile:
         assert self.fd is not None
         if size == 0:
             self.error = "not a Kaf log: the file is empty"
+            # Remembered, so that only a real edit makes it re-read (rule 7).
+            self._remember()
             return [self.error]
         with mmap.mmap(self.fd, size, access=mmap.ACCESS_READ) as mm:
             if resume is None:
                 head = _format.parse_db_header(mm)
                 if head is None:
                     self.error = "not a Kaf log: it does not begin with KAF_DB|v1|<number>"
+                    self._remember()
                     return [self.error]
                 previous = self.last_num
                 self.start, pos = head
@@ -366,7 +369,9 @@ class LogFile:
         new.nums = index.nums[k:]
         new.starts = _format.shifted(index.starts[k:], delta)
         new.ends = _format.shifted(index.ends[k:], delta)
-        new.dirty = [d - k for d in index.dirty if d > k]
+        # The first kept message stays marked: its record may not be canonical
+        # (size disagrees), and read() checks it before copying it as is.
+        new.dirty = [d - k for d in index.dirty if d >= k]
         after = LogFile(self.folder, self.name)
         after.fd = os.open(self.path, os.O_RDWR)
         after.index = new
@@ -398,7 +403,7 @@ def tidy(folder: str, name: str) -> List[str]:
     found = []
     for tmp in (ARCHIVE_TMP % (name,), NEW_TMP % (name,)):
         path = os.path.join(folder, tmp)
-        if os.path.exists(path):
+        if os.path.isfile(path):
             os.unlink(path)
             found.append("removed %s left by an interrupted archive or create" % (tmp,))
     return found

@@ -5,6 +5,7 @@ listening endpoints into one service.
 """
 from __future__ import annotations
 
+import os
 import re
 from typing import Any, List, Optional
 
@@ -66,8 +67,7 @@ class Options(usage.Options):
         self["listen"] = []
 
     def opt_listen(self, endpoint: str) -> None:
-        """A Twisted server endpoint string (tcp:7749, unix:/run/kaf.sock, ssl:…);
-        may be repeated; replaces --addr."""
+        """An endpoint string (tcp:7749, unix:/run/kaf.sock); repeatable; replaces --addr."""
         self["listen"].append(endpoint)
 
     def postOptions(self) -> None:
@@ -78,6 +78,13 @@ class Options(usage.Options):
         self["stats-interval"] = _positive("stats-interval", self["stats-interval"], float)
         self["max-message-size"] = _positive("max-message-size", self["max-message-size"])
         self["max-wait"] = _positive("max-wait", self["max-wait"], float, zero=True)
+        # A data folder under a file would stop start-up with a traceback.
+        existing = os.path.abspath(self["data"])
+        while not os.path.exists(existing):
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing):
+            raise usage.UsageError("--data %r cannot be a folder: %r is a file"
+                                   % (self["data"], existing))
         if not self["listen"]:
             self["listen"] = [addr_endpoint(self["addr"])]
         for endpoint in self["listen"]:
