@@ -8,8 +8,9 @@ read on the reactor thread always sees one consistent file and index.
 """
 from __future__ import annotations
 
+import heapq
 import os
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from twisted.internet.defer import Deferred, DeferredLock, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -54,7 +55,10 @@ class Log:
         self._lock = DeferredLock()
         self._pending: List[Tuple[List[bytes], Optional[int], "Deferred[int]"]] = []
         self._flush_scheduled = False
-        self._waiters: List["Deferred[None]"] = []
+        # Long-poll waiters by the message number they wait for, and those
+        # numbers in a heap: a put wakes only the waiters it satisfies.
+        self._waiters: Dict[int, Set["Deferred[None]"]] = {}
+        self._wait_keys: List[int] = []
         self._closing = False
         self.gets = 0
         self.puts = 0
@@ -233,7 +237,7 @@ class Log:
 
     def wait(self, from_num: int, timeout: float) -> "Deferred[None]":
         """
-        Fire when a message numbered C{from_num} or after may exist, or after
+        Fire when a message numbered C{from_num} or after exists, or after
         C{timeout} seconds.  Cancelling it (a client that went away) leaves
         nothing behind.
         """
@@ -242,16 +246,17 @@ class Log:
         call: List[IDelayedCall] = []
 
         def cancel(d: "Deferred[None]") -> None:
-            self._forget(d)
-            if call and call[0].active():
-                call[0].cancel()
-            d.callback(None)
+            self._forget(from_num, d)
 
         d: "Deferred[None]" = Deferred(cancel)
-        self._waiters.append(d)
+        bucket = self._waiters.get(from_num)
+        if bucket is None:
+            bucket = self._waiters[from_num] = set()
+            heapq.heappush(self._wait_keys, from_num)
+        bucket.add(d)
 
         def timeout_() -> None:
-            self._forget(d)
+            self._forget(from_num, d)
             d.callback(None)
 
         call.append(self._reactor.callLater(timeout, timeout_))
@@ -264,21 +269,31 @@ class Log:
             call[0].cancel()
         return result
 
-    def _forget(self, d: "Deferred[None]") -> None:
-        try:
-            self._waiters.remove(d)
-        except ValueError:
-            pass
+    def _forget(self, from_num: int, d: "Deferred[None]") -> None:
+        bucket = self._waiters.get(from_num)
+        if bucket is not None:
+            bucket.discard(d)
+            if not bucket:
+                del self._waiters[from_num]
+                # Keys of emptied buckets stay in the heap until popped;
+                # rebuild it before they could pile up.
+                if len(self._wait_keys) > 2 * len(self._waiters) + 64:
+                    self._wait_keys = list(self._waiters)
+                    heapq.heapify(self._wait_keys)
 
-    def _wake(self) -> None:
-        waiters, self._waiters = self._waiters, []
-        for d in waiters:
-            if not d.called:
-                d.callback(None)
+    def _wake(self, everyone: bool = False) -> None:
+        """Answer the waiters that now have a message (all, at shutdown)."""
+        keys = self._wait_keys
+        last = self.file.last_num
+        while keys and (everyone or keys[0] <= last):
+            bucket = self._waiters.pop(heapq.heappop(keys), None)
+            for d in bucket or ():
+                if not d.called:
+                    d.callback(None)
 
     @property
     def waiting(self) -> int:
-        return len(self._waiters)
+        return sum(len(bucket) for bucket in self._waiters.values())
 
     # -- archive ------------------------------------------------------------
 
@@ -310,7 +325,7 @@ class Log:
     def close(self) -> "Deferred[None]":
         """Finish pending writes, answer waiters, close the file."""
         self._closing = True
-        self._wake()
+        self._wake(everyone=True)
 
         def done(_: None) -> None:
             self.file.close()

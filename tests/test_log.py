@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
@@ -722,3 +722,27 @@ def test_every_put_of_a_failed_write_counts_as_an_error(
     for box in group:
         error(box)
     assert (log.puts, log.errs) == (1, 2)
+
+
+def test_a_put_wakes_only_the_waiters_it_gives_a_message(
+        folder: str, runner: HeldRunner, clock: Clock) -> None:
+    log = make_log(folder, runner, clock, fsync=False)
+    near = outcome(log.wait(1, 30))
+    far = outcome(log.wait(3, 30))
+    fill(log, runner, [b"a"])
+    assert near == [None]
+    assert far == []
+    assert log.waiting == 1
+    fill(log, runner, [b"b", b"c"])
+    assert far == [None]
+    assert log.waiting == 0
+    assert clock.getDelayedCalls() == []
+
+
+def test_a_cancelled_wait_fails_with_cancelled_and_is_not_answered(
+        folder: str, runner: HeldRunner, clock: Clock) -> None:
+    log = make_log(folder, runner, clock)
+    d = log.wait(1, 30)
+    box = outcome(d)
+    d.cancel()
+    assert isinstance(error(box), CancelledError)
