@@ -292,6 +292,11 @@ class Log:
                     d.callback(None)
 
     @property
+    def busy(self) -> bool:
+        """Are writes pending or under way?"""
+        return bool(self._pending) or self._lock.locked
+
+    @property
     def waiting(self) -> int:
         return sum(len(bucket) for bucket in self._waiters.values())
 

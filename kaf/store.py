@@ -109,6 +109,12 @@ class Store:
             log = self._logs[name] = Log(f, self._reactor, self._blocking, self._fsync)
         return log
 
+    def release(self, log: Log) -> None:
+        """Forget a log that has no file, no message and no waiter."""
+        if (log.file.missing and log.last == 0 and not log.waiting and not log.busy
+                and self._logs.get(log.name) is log):
+            del self._logs[log.name]
+
     def logs(self) -> List[Log]:
         """Every existing log, sorted by name."""
         return [log for name, log in sorted(self._logs.items())

@@ -13,6 +13,7 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
@@ -99,8 +100,9 @@ class StoreService(Service):
 
     log = Logger()
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, reactor: Any) -> None:
         self.store = store
+        self._reactor = reactor
 
     def startService(self) -> None:
         Service.startService(self)
@@ -109,7 +111,11 @@ class StoreService(Service):
 
     def stopService(self) -> "Deferred[object]":
         Service.stopService(self)
-        return self.store.close()
+        d = self.store.close()
+        # Answers to long polls woken by the close are only buffered: give
+        # the reactor a moment to send them before it drops connections.
+        d.addCallback(lambda _: deferLater(self._reactor, 0.2, lambda: None))
+        return d
 
 
 def thread_runner(reactor: Any) -> Runner:
@@ -126,7 +132,7 @@ def makeService(config: Options, reactor: Optional[Any] = None) -> MultiService:
     top = MultiService()
     store = Store(config["data"], reactor, thread_runner(reactor),
                   fsync=config["fsync"] == "always")
-    StoreService(store).setServiceParent(top)
+    StoreService(store, reactor).setServiceParent(top)
 
     stats = Stats(store, reactor)
     StatsService(stats, config["stats-interval"], reactor).setServiceParent(top)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 from typing import Any, Callable, List, Optional, Tuple
+from urllib.parse import unquote
 
 from klein import Klein
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -22,6 +23,7 @@ from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
 from twisted.web import http_headers
 from twisted.web.iweb import IRequest
 from twisted.web.server import Request, Site
+from werkzeug.exceptions import NotFound
 
 from kaf import _format
 from kaf.errors import BadRequest, ExpectMismatch, KafError, MessageTooLarge, UnknownLog
@@ -74,6 +76,12 @@ class KafWeb:
         return self.app.resource()
 
     # -- errors, in one place ------------------------------------------------
+
+    # werkzeug routes no path holding a newline (%0A): answer it as any
+    # other path, not as an unexpected error.
+    @app.handle_errors(NotFound)
+    def _no_route(self, request: IRequest, failure: Failure) -> bytes:
+        return self.unknown(request)
 
     @app.handle_errors(KafError)
     def _kaf_error(self, request: IRequest, failure: Failure) -> bytes:
@@ -171,7 +179,12 @@ class KafWeb:
             reply.exists = self.store.get(name) is not None
             return _render(request, fmt, reply)
 
-        return read().addCallback(maybe_wait).addCallback(render)
+        def release(result: object) -> object:
+            # A wait on a log that never came to be leaves nothing behind.
+            self.store.release(log)
+            return result
+
+        return read().addCallback(maybe_wait).addCallback(render).addBoth(release)
 
     @app.route("/archive/<path:name>")
     def archive(self, request: IRequest, name: str) -> Any:
@@ -215,6 +228,9 @@ class KafWeb:
         for op in ("put", "get", "archive"):
             if path in ("/" + op, "/" + op + "/"):
                 raise BadRequest("%s: empty log name" % (op,))
+            if path.startswith("/" + op + "/"):
+                # Only a name the router could not match gets here.
+                self.store.check(unquote(path[len(op) + 2:]), op)
         return _text(request, 404, "unknown path %r: use /put/LOG, /get/LOG, "
                      "/archive/LOG or /logs" % (path,))
 
@@ -386,6 +402,15 @@ class KafChannel(HTTPChannel):
         if self._abort is not None and self._abort.active():
             self._abort.cancel()
         HTTPChannel.connectionLost(self, reason)
+
+    # Twisted's parser answers a malformed request with a bare 400, and a
+    # line over its length limit with no answer at all: SPEC 3 wants a reason.
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        self._refuse(400, "Bad Request", "request: malformed HTTP request\n")
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self._refuse(400, "Bad Request",
+                     "request: a line of the request is over %d bytes\n" % (self.MAX_LENGTH,))
 
     def allHeadersReceived(self) -> None:
         req = self.requests[-1]
