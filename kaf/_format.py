@@ -19,6 +19,9 @@ RECORD_LEAD = b"\nKAF_MSG|"
 _DB_HEADER = re.compile(rb"KAF_DB\|v1\|(\d{1,19})(?=\n|\Z)")
 # A record header, with any number of blank lines before it (rule 2).
 _RECORD = re.compile(rb"\n+KAF_MSG\|(\d{1,19})\|(\d{1,19})\n")
+# A record header cut short by a crash at the end of the file (rule 6).
+_TORN_TAIL = re.compile(
+    rb"\n+K(?:A(?:F(?:_(?:M(?:S(?:G(?:\|(?:\d+(?:\|\d*)?)?)?)?)?)?)?)?)?\Z")
 # The start of a record header cut short by a crash (rule 6).
 _TORN_HEADER = re.compile(rb"\n+(?:K(?:A(?:F(?:_(?:M(?:S(?:G(?:\|(?:\d+(?:\|\d*)?)?)?)?)?)?)?)?)?)?\Z")
 
@@ -140,12 +143,39 @@ def scan(buf: Buffer, pos: int, size: int, index: Index, last_num: int) -> ScanR
     appending to C{index}.  C{last_num} is the number of the last message
     before C{pos} (records numbered no higher are skipped, rule 5).
 
+    When a torn tail is found, the file is read again as it will be once
+    the tail is cut, from the last record on, until that reads the same:
+    what a start-up serves, the next start-up serves too.
+    """
+    first = len(index)
+    result = _scan(buf, pos, size, index, last_num)
+    while result.torn_at is not None and len(index) > first:
+        i = len(index) - 1
+        at = index.starts[i]
+        before = index.nums[i - 1] if i > first else last_num
+        index.truncate(i)
+        again = _scan(buf, at, result.torn_at, index, before)
+        if again.torn_at is None:
+            result.last_num = again.last_num
+            break
+        result.problems.extend(again.problems)
+        result.torn_at = result.end = again.torn_at
+        result.last_num = again.last_num
+    return result
+
+
+def _scan(buf: Buffer, pos: int, size: int, index: Index, last_num: int) -> ScanResult:
+    """
+    Index the records in C{buf[pos:size]} by the rules of SPEC section 6,
+    appending to C{index}.  C{last_num} is the number of the last message
+    before C{pos} (records numbered no higher are skipped, rule 5).
+
     Sizes are trusted when they agree with what follows (rule 3), so the
     scan jumps from header to header without looking at the data.
     """
     result = ScanResult(index, last_num)
     match = _RECORD.match
-    m = match(buf, pos)
+    m = match(buf, pos, size)
     nums, starts, ends, dirty = index.nums, index.starts, index.ends, index.dirty
     while True:
         # Fast path: a canonical record followed directly by another header.
@@ -156,7 +186,7 @@ def scan(buf: Buffer, pos: int, size: int, index: Index, last_num: int) -> ScanR
             num_text, size_text = m.groups()
             num = int(num_text)
             data_end = m.end() + int(size_text)
-            nxt = match(buf, data_end)
+            nxt = match(buf, data_end, size)
             if nxt is None or num <= last or m.start(1) - 9 != at:
                 break
             if prev != at and prev != -1:
@@ -174,8 +204,7 @@ def scan(buf: Buffer, pos: int, size: int, index: Index, last_num: int) -> ScanR
             if rest.strip(b"\n") == b"":
                 result.end = size
             elif _TORN_HEADER.match(rest):
-                result.torn_at = pos
-                result.end = pos
+                return _torn(result, pos)
             else:
                 # Only possible right after the file header: bytes that are
                 # no record at all.  Keep them (never lose a person's bytes)
@@ -191,27 +220,28 @@ def scan(buf: Buffer, pos: int, size: int, index: Index, last_num: int) -> ScanR
         # Canonical: no blank lines before the header (checked by the index
         # against the previous record's end) and the size is the data's.
         clean = True
-        nxt = match(buf, data_end) if data_end <= size else None
+        nxt = match(buf, data_end, size) if data_end <= size else None
         if nxt is None and not (data_end <= size and _only_newlines(buf, data_end, size)):
             clean = False
-            cand = _next_larger(buf, data_start, num)
+            cand = _next_larger(buf, data_start, size, num)
             if cand is not None:
                 # Rule 4: data runs up to the next header with a larger
                 # number (blank lines before that header are not data).
                 data_end = cand.start()
                 nxt = cand
-            elif data_end > size:
-                # Rule 6: a header with fewer data bytes than its size.
-                result.torn_at = start
-                result.end = start
-                return result
-            elif _TORN_HEADER.match(bytes(buf[data_end:size])):
-                # Rule 6: whole data, then a header cut short.
-                _add(result, num, start, data_start, data_end, True)
-                result.torn_at = data_end
-                result.end = data_end
-                return result
             else:
+                cut = _torn_tail(buf, data_start, size)
+                if data_end > size and cut is None:
+                    # Rule 6: a header with fewer data bytes than its size.
+                    return _torn(result, m.start())
+                if cut is not None:
+                    # Rule 6: a header cut short at the end of the file.
+                    if cut - data_start < length:
+                        # ...after fewer data bytes than the size: this
+                        # record is torn too.
+                        return _torn(result, m.start())
+                    _add(result, num, start, data_start, cut, cut - data_start == length)
+                    return _torn(result, cut)
                 # Rule 4, last record: data runs to the end of the file,
                 # less one final newline that an editor added.
                 data_end = size - 1 if buf[size - 1:size] == b"\n" else size
@@ -225,14 +255,38 @@ def scan(buf: Buffer, pos: int, size: int, index: Index, last_num: int) -> ScanR
         m = nxt
 
 
+def _torn(result: ScanResult, at: int) -> ScanResult:
+    """End the scan with a torn tail from C{at} (rule 6)."""
+    result.torn_at = at
+    result.end = at
+    return result
+
+
+def _torn_tail(buf: Buffer, data_start: int, size: int) -> Optional[int]:
+    """
+    Where a record header cut short at the end of the file begins, or None.
+    Cut there, the data could end in what looks like another one: that is
+    cut too, so that the next start-up finds the same.
+    """
+    cut = None
+    while True:
+        t = _TORN_TAIL.search(buf, max(data_start, size - 64), size)
+        if t is None:
+            return cut
+        size = t.start()
+        while size > data_start and buf[size - 1:size] == b"\n":
+            size -= 1
+        cut = size
+
+
 def _only_newlines(buf: Buffer, pos: int, size: int) -> bool:
     return pos == size or bytes(buf[pos:size]).strip(b"\n") == b""
 
 
-def _next_larger(buf: Buffer, pos: int, num: int) -> Optional["re.Match[bytes]"]:
+def _next_larger(buf: Buffer, pos: int, size: int, num: int) -> Optional["re.Match[bytes]"]:
     """The next record header after C{pos} numbered above C{num}."""
     while True:
-        cand = _RECORD.search(buf, pos)
+        cand = _RECORD.search(buf, pos, size)
         if cand is None or int(cand.group(1)) > num:
             return cand
         pos = cand.start(1)
@@ -294,6 +348,14 @@ def data_offset_or_none(buf: Buffer) -> Optional[int]:
     """Offset of the data of a record whose header begins C{buf}, or None."""
     m = _RECORD.match(buf)
     return None if m is None else m.end()
+
+
+_BEGINS_RECORD = re.compile(rb"\n+KAF_MSG\|")
+
+
+def begins_record(buf: Buffer) -> bool:
+    """Do the bytes begin a record header (blank lines allowed)?"""
+    return _BEGINS_RECORD.match(buf) is not None
 
 
 def is_canonical(buf: Buffer, rel: int, end: int) -> bool:

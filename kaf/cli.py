@@ -368,6 +368,10 @@ async def run(reactor: Any, args: argparse.Namespace,
         # The reader went away (| head): stop quietly, as cat does.
         _silence_stdout()
         code = EXIT_ERROR
+    except Exception as e:
+        # A bug: still one line, not a traceback lost in an unstarted log.
+        _error("unexpected error: %s: %s" % (type(e).__name__, e))
+        code = EXIT_ERROR
     try:
         sys.stdout.flush()
     except BrokenPipeError:

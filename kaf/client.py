@@ -275,7 +275,8 @@ class KafClient:
         Each request is atomic; a list too big for one request (64 MiB,
         L{MAX_BATCH_COUNT} messages) is sent in several, each expecting the
         last number the one before it returned when C{expect} is given, so
-        no other writer can slip between them unnoticed.
+        no other writer can slip between them unnoticed.  An empty list is
+        a C{ValueError}.
         """
         if not messages:
             raise ValueError("put_batch: no messages")
@@ -518,7 +519,7 @@ class Follower:
                 waited = self._on_message(num, data)
                 if isinstance(waited, Deferred):
                     await waited
-                self.next = num
+                self.next = num + 1
         return self.next
 
     @property

@@ -209,7 +209,7 @@ class LogFile:
         key = self._stat_key
         if (key is not None and self.fd is not None and self.error is None
                 and (st.st_dev, st.st_ino) == key[:2] and st.st_size > key[2]
-                and self._tail_unchanged()):
+                and self._grown_by_records()):
             # Grown by an append: read only the new part.
             index = self.index
             new.index.nums = index.nums[:]
@@ -223,15 +223,25 @@ class LogFile:
             return new, ["grown by another program"] + new._scan_from(resume, size, now)
         return new, ["changed by another program: re-read"] + new.open(now)
 
-    def _tail_unchanged(self) -> bool:
-        """Are the bytes of the last known record (or the header) as they were?"""
+    def _grown_by_records(self) -> bool:
+        """
+        Did the file only grow by records added after the ones we know?  The
+        last known record must be intact (its size agreeing with its data)
+        and the new bytes must begin a record header; anything else is an
+        edit, and the whole file is re-read.
+        """
         assert self.fd is not None
-        if len(self.index):
-            start, end = self.index.starts[-1], self.index.ends[-1]
-            head = os.pread(self.fd, min(end - start, 64), start)
-            return _format.data_offset_or_none(head) is not None
-        want = _format.db_header(self.start)
-        return os.pread(self.fd, len(want), 0) == want
+        index = self.index
+        if len(index):
+            start, end = index.starts[-1], index.ends[-1]
+            # The header is all is_canonical reads: 64 bytes hold any.
+            if not _format.is_canonical(os.pread(self.fd, 64, start), 0, end - start):
+                return False
+        else:
+            end = len(_format.db_header(self.start))
+            if os.pread(self.fd, end, 0) != _format.db_header(self.start):
+                return False
+        return _format.begins_record(os.pread(self.fd, 64, end))
 
     def close(self) -> None:
         if self.fd is not None:
