@@ -5,14 +5,17 @@ listening endpoints into one service.
 """
 from __future__ import annotations
 
+import math
 import os
 import re
+import signal
 from typing import Any, List, Optional
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -43,7 +46,7 @@ def _positive(name: str, value: str, cast: Any = int, zero: bool = False) -> Any
         number = cast(value)
     except ValueError:
         raise usage.UsageError("--%s must be a number (got %r)" % (name, value))
-    if number < 0 or (number == 0 and not zero) or number != number:
+    if number < 0 or (number == 0 and not zero) or not math.isfinite(number):
         raise usage.UsageError("--%s must be %s (got %r)"
                                % (name, "≥ 0" if zero else "> 0", value))
     return number
@@ -106,8 +109,15 @@ class StoreService(Service):
 
     def startService(self) -> None:
         Service.startService(self)
+        self._reactor.addSystemEventTrigger("after", "shutdown", self._clean_exit)
         self.log.info("data folder {folder}", folder=self.store.folder)
         self.store.load()
+
+    def _clean_exit(self) -> None:
+        # twistd re-raises a SIGTERM on itself once stopped, so the exit
+        # status would say "killed"; a clean stop is a clean exit (SPEC 1).
+        if getattr(self._reactor, "_exitSignal", None) == signal.SIGTERM:
+            self._reactor._exitSignal = None
 
     def stopService(self) -> "Deferred[object]":
         Service.stopService(self)
@@ -116,6 +126,22 @@ class StoreService(Service):
         # the reactor a moment to send them before it drops connections.
         d.addCallback(lambda _: deferLater(self._reactor, 0.2, lambda: None))
         return d
+
+
+class Listener(StreamServerEndpointService):
+    """Listens on one endpoint; an address it cannot use stops start-up."""
+
+    endpoint_text = ""
+
+    def privilegedStartService(self) -> None:
+        self._raiseSynchronously = True
+        try:
+            StreamServerEndpointService.privilegedStartService(self)
+        except CannotListenError as e:
+            raise SystemExit("kaf: cannot listen on %s: %s"
+                             % (self.endpoint_text, e.socketError or e))
+        except OSError as e:
+            raise SystemExit("kaf: cannot listen on %s: %s" % (self.endpoint_text, e))
 
 
 def thread_runner(reactor: Any) -> Runner:
@@ -141,7 +167,8 @@ def makeService(config: Options, reactor: Optional[Any] = None) -> MultiService:
                  max_wait=config["max-wait"])
     site = make_site(web, reactor, access_log=config["access-log"])
     for endpoint in config["listen"]:
-        service = StreamServerEndpointService(serverFromString(reactor, endpoint), site)
+        service = Listener(serverFromString(reactor, endpoint), site)
+        service.endpoint_text = endpoint
         service.setServiceParent(top)
         Logger().info("listening on {endpoint}", endpoint=endpoint)
     return top

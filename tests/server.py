@@ -315,8 +315,9 @@ def _records(data: bytes, pos: int) -> List[Tuple[int, bytes]]:
 
 def stopped_cleanly(code: int, sig: int, output: str) -> bool:
     """
-    Did twistd shut down cleanly on signal C{sig}?  After a clean shutdown
-    twistd re-raises the signal on itself (so its parent knows why it
-    ended): the exit status is then -sig (143 in a shell for SIGTERM).
+    Did twistd shut down cleanly on signal C{sig}?  SIGTERM, the way to stop
+    a service, exits 0 (SPEC 1); after Ctrl-C (SIGINT) twistd re-raises the
+    signal on itself, so a shell sees it was interrupted.
     """
-    return code in (0, -sig) and "Server Shut Down." in output and "Traceback" not in output
+    expected = 0 if sig == signal.SIGTERM else -sig
+    return code == expected and "Server Shut Down." in output and "Traceback" not in output

@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -283,6 +284,8 @@ def test_sigterm_finishes_writes_answers_long_polls_and_exits_cleanly(
         poll_body = yield response.content()
         poll_took = time.monotonic() - poll_started
         yield writers
+        # One SIGTERM is enough: wait for the exit it causes.
+        server.process.wait(30)
         code = server.stop()
         output = server.output()
     finally:
@@ -437,3 +440,18 @@ def test_stats_record_is_written_to_kaf_after_activity(
     # Idle ticks write nothing: only the interval with activity is there
     # (the get of _kaf itself is not activity).
     assert later == records
+
+
+def test_an_address_in_use_stops_start_up_with_one_line(tmp_path: Any) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    port = taken.getsockname()[1]
+    try:
+        done = run_twistd(["--addr", "127.0.0.1:%d" % (port,), "--data", str(tmp_path / "d")])
+    finally:
+        taken.close()
+    output = done.stdout + done.stderr
+    assert done.returncode == 1
+    assert "Traceback" not in output
+    assert "kaf: cannot listen on tcp:%d:interface=127.0.0.1: " % (port,) in output

@@ -85,6 +85,8 @@ def test_option_values_are_parsed() -> None:
     (["--stats-interval", "0"], "--stats-interval"),
     (["--stats-interval", "-5"], "--stats-interval"),
     (["--stats-interval", "nan"], "--stats-interval"),
+    (["--stats-interval", "inf"], "--stats-interval"),
+    (["--max-wait", "inf"], "--max-wait"),
     (["--stats-interval", "soon"], "--stats-interval"),
     (["--max-wait", "-1"], "--max-wait"),
     (["--listen", "bogus:thing"], "--listen"),
