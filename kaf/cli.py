@@ -394,7 +394,15 @@ def _silence_stdout() -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> NoReturn:
     """The console script: C{kaf COMMAND …}."""
-    args = parser().parse_args(argv)
+    cli = parser()
+    args, extra = cli.parse_known_args(argv)
+    # argparse gives an optional positional nothing when an option stands
+    # between it and the one before (`kaf put LOG --expect 3 MESSAGE`).
+    if (args.command == "put" and args.message is None and len(extra) == 1
+            and not extra[0].startswith("-")):
+        args.message, extra = extra[0], []
+    if extra:
+        cli.error("unrecognized arguments: %s" % (" ".join(extra),))
 
     def start(reactor: Any) -> "Deferred[None]":
         return Deferred.fromCoroutine(run(reactor, args))

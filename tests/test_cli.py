@@ -56,6 +56,13 @@ def test_put_takes_the_message_from_the_argument_or_stdin(url: str) -> None:
         b'["from the argument",\n"from stdin\\nwith two lines\\n"]\n')
 
 
+def test_put_expect_may_stand_before_the_message(url: str) -> None:
+    assert ok(["put", "p2", "--expect", "0", "first"], url) == b"1\n"
+    assert ok(["put", "p2", "second", "--expect", "1"], url) == b"2\n"
+    assert kaf(["put", "p2", "--expect", "1", "late"], url).returncode == 3
+    assert ok(["get", "p2"], url) == b"first\nsecond\n"
+
+
 def test_put_lines_sends_one_message_per_line_and_prints_the_last_number(url: str) -> None:
     lines = b"".join(b"line %d\n" % (i,) for i in range(1, 25001)) + b"\n\nlast"
     assert ok(["put", "p2", "--lines"], url, stdin=lines) == b"25001\n"
