@@ -17,6 +17,8 @@ REPLY_PREFIX = b"KAF_MSGS|v1|"
 RECORD_LEAD = b"\nKAF_MSG|"
 
 _DB_HEADER = re.compile(rb"KAF_DB\|v1\|(\d{1,19})(?=\n|\Z)")
+# A record header exactly (no blank lines before it).
+_CANONICAL = re.compile(rb"\nKAF_MSG\|(\d{1,19})\|(\d{1,19})\n")
 # A record header, with any number of blank lines before it (rule 2).
 _RECORD = re.compile(rb"\n+KAF_MSG\|(\d{1,19})\|(\d{1,19})\n")
 # A record header cut short by a crash at the end of the file (rule 6).
@@ -179,23 +181,26 @@ def _scan(buf: Buffer, pos: int, size: int, index: Index, last_num: int) -> Scan
     nums, starts, ends, dirty = index.nums, index.starts, index.ends, index.dirty
     while True:
         # Fast path: a canonical record followed directly by another header.
-        prev = ends[-1] if len(ends) else -1
         last = result.last_num
-        while m is not None:
+        if m is not None and m.start(1) - 9 == m.start():
             at = m.start()
-            num_text, size_text = m.groups()
-            num = int(num_text)
-            data_end = m.end() + int(size_text)
-            nxt = match(buf, data_end, size)
-            if nxt is None or num <= last or m.start(1) - 9 != at:
-                break
-            if prev != at and prev != -1:
+            if len(ends) and ends[-1] != at:
                 dirty.append(len(nums))
-            nums.append(num)
-            starts.append(at)
-            ends.append(data_end)
-            prev, last = data_end, num
-            m = nxt
+            add_num, add_start, add_end = nums.append, starts.append, ends.append
+            canonical = _CANONICAL.match
+            while True:
+                num_text, size_text = m.groups()
+                num = int(num_text)
+                data_end = m.end() + int(size_text)
+                nxt = canonical(buf, data_end, size)
+                if nxt is None or num <= last:
+                    break
+                add_num(num)
+                add_start(at)
+                add_end(data_end)
+                last = num
+                at = data_end
+                m = nxt
         result.last_num = last
         if m is not None:
             pos = m.start()
