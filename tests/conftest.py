@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import Any, Callable
+from typing import Any, Callable, List
 
 import pytest
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+
+from kaf import _format
+from kaf.logfile import LogFile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHARED = os.path.join(os.path.dirname(os.path.dirname(HERE)), "shared")
@@ -39,3 +43,22 @@ def clock() -> Clock:
 def gokaf_data(tmp_path: Any) -> str:
     """A writable copy of the Go version's data folder."""
     return copy_fixture("gokaf-data", str(tmp_path / "gokaf-data"))
+
+
+def fired(d: "Deferred[Any]") -> Any:
+    """The result of a Deferred that has already fired (raised if a failure)."""
+    box: List[Any] = []
+    d.addBoth(box.append)
+    assert box, "the Deferred has not fired"
+    if isinstance(box[0], Failure):
+        box[0].raiseException()
+    return box[0]
+
+
+def put_messages(f: LogFile, messages: List[bytes]) -> int:
+    """Append messages the way the log's service does: write, sync, publish."""
+    first = f.last_num + 1
+    at = f.append(_format.records(first, messages))
+    f.sync(at)
+    f.published(first, at, [len(m) for m in messages])
+    return f.last_num

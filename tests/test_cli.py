@@ -57,10 +57,10 @@ def test_put_takes_the_message_from_the_argument_or_stdin(url: str) -> None:
 
 
 def test_put_expect_may_stand_before_the_message(url: str) -> None:
-    assert ok(["put", "p2", "--expect", "0", "first"], url) == b"1\n"
-    assert ok(["put", "p2", "second", "--expect", "1"], url) == b"2\n"
-    assert kaf(["put", "p2", "--expect", "1", "late"], url).returncode == 3
-    assert ok(["get", "p2"], url) == b"first\nsecond\n"
+    assert ok(["put", "p-expect", "--expect", "0", "first"], url) == b"1\n"
+    assert ok(["put", "p-expect", "second", "--expect", "1"], url) == b"2\n"
+    assert kaf(["put", "p-expect", "--expect", "1", "late"], url).returncode == 3
+    assert ok(["get", "p-expect"], url) == b"first\nsecond\n"
 
 
 def test_put_lines_sends_one_message_per_line_and_prints_the_last_number(url: str) -> None:

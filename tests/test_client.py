@@ -22,6 +22,7 @@ from kaf.client import KafClient
 from kaf.store import Store
 from kaf.web import KafWeb
 
+from conftest import fired as _fired
 from conftest import copy_fixture, sync_runner
 
 URL = "http://kaf.test"
@@ -346,15 +347,6 @@ def test_a_request_with_no_reply_times_out(clock: Clock) -> None:
         _fired(d)
     assert "no reply" in info.value.reason
     assert silent.cancelled == 1
-
-
-def _fired(d: "Deferred[Any]") -> Any:
-    out: List[Any] = []
-    d.addBoth(out.append)
-    assert out, "not fired"
-    if isinstance(out[0], Failure):
-        out[0].raiseException()
-    return out[0]
 
 
 # -- the kaf reply parser ------------------------------------------------------------

@@ -17,6 +17,7 @@ from kaf import _format
 from kaf.errors import WriteFailed
 from kaf.logfile import LogFile, Slice
 
+from conftest import put_messages as put
 from conftest import FIXTURES, copy_fixture
 
 GOKAF = os.path.join(FIXTURES, "gokaf-data")
@@ -44,15 +45,6 @@ GO_FILES: Dict[str, Tuple[int, Dict[int, bytes]]] = {
 def file_bytes(path: str) -> bytes:
     with open(path, "rb") as f:
         return f.read()
-
-
-def put(f: LogFile, messages: List[bytes]) -> int:
-    """Append messages the way the log's service does: write, sync, publish."""
-    first = f.last_num + 1
-    at = f.append(_format.records(first, messages))
-    f.sync(at)
-    f.published(first, at, [len(m) for m in messages])
-    return f.last_num
 
 
 def read_all(f: LogFile) -> Slice:

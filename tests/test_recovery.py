@@ -19,6 +19,7 @@ from kaf import _format
 from kaf.errors import UnreadableLog
 from kaf.logfile import LogFile
 
+from conftest import put_messages as put
 from conftest import copy_fixture
 
 NOW = calendar.timegm((2026, 11, 29, 6, 14, 59, 0, 0, 0))
@@ -47,15 +48,6 @@ def served(f: LogFile) -> Dict[int, bytes]:
         return {}
     s = f.read(0, len(f.index))
     return dict(zip(s.nums, s.messages()))
-
-
-def put(f: LogFile, messages: List[bytes]) -> int:
-    """Append messages the way the log's service does: write, sync, publish."""
-    first = f.last_num + 1
-    at = f.append(_format.records(first, messages))
-    f.sync(at)
-    f.published(first, at, [len(m) for m in messages])
-    return f.last_num
 
 
 def assert_replies_are_well_formed(f: LogFile) -> None:

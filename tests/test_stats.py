@@ -15,6 +15,7 @@ from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 
+from conftest import fired as result
 from conftest import sync_runner
 from kaf.errors import ExpectMismatch
 from kaf.stats import Stats, StatsService
@@ -24,15 +25,6 @@ INTERVAL = 300
 #: 2023-11-14T22:13:20Z
 START = 1_700_000_000
 ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\Z")
-
-
-def result(d: "Deferred[Any]") -> Any:
-    box: List[Any] = []
-    d.addBoth(box.append)
-    assert box, "the Deferred has not fired"
-    if isinstance(box[0], Failure):
-        box[0].raiseException()
-    return box[0]
 
 
 class Kaf:

@@ -18,6 +18,7 @@ from twisted.python.failure import Failure
 
 from kaf.errors import InvalidName, ReservedName, UnreadableLog
 from kaf.store import Store, name_problem
+from conftest import fired as result
 from conftest import FIXTURES, sync_runner
 
 MIB = 1 << 20
@@ -52,16 +53,6 @@ def events() -> Iterator[Events]:
     globalLogPublisher.addObserver(observer)
     yield observer
     globalLogPublisher.removeObserver(observer)
-
-
-def result(d: "Deferred[Any]") -> Any:
-    """The result of a Deferred that has already fired (synchronous runner)."""
-    box: List[Any] = []
-    d.addBoth(box.append)
-    assert box, "the Deferred has not fired"
-    if isinstance(box[0], Failure):
-        box[0].raiseException()
-    return box[0]
 
 
 def loaded(folder: str, clock: Clock) -> Store:

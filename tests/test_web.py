@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
+from conftest import fired as _result
 from conftest import FIXTURES, sync_runner
 from kaf.store import Store
 from kaf.web import KafWeb, make_site
@@ -47,15 +48,6 @@ def _reject_constant(name: str) -> None:
 def strict_json(body: bytes) -> Any:
     """Parse C{body} as JSON, refusing Python's NaN / Infinity extensions."""
     return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
-
-
-def _result(d: "Deferred[Any]") -> Any:
-    out: List[Any] = []
-    d.addBoth(out.append)
-    assert out, "no answer yet"
-    if isinstance(out[0], Failure):
-        out[0].raiseException()
-    return out[0]
 
 
 def answered(d: "Deferred[Any]") -> bool:
