@@ -317,36 +317,48 @@ def data_offset(buf: Buffer, rel: int) -> int:
 
 
 class MalformedBatch(ValueError):
-    """A C{batch=kaf} body that is not a run of kaf records."""
+    """A body in the C{kaf} framing that is not a run of kaf records."""
 
 
-def parse_kaf_body(body: bytes) -> List[bytes]:
+_REPLY = re.compile(rb"KAF_MSGS\|v1\|(\d{1,19})")
+
+
+def parse_kaf_records(body: bytes, increasing: bool = False) -> List[Tuple[int, bytes]]:
     """
-    The messages of a body in the C{kaf} reply framing, strictly: every
-    record's size must be exact.  The numbers in it are ignored.
+    The numbers and messages of a body in the C{kaf} reply framing,
+    strictly: the header, every record's place and size and the count must
+    be exact (and, if C{increasing}, the numbers must increase).
     """
-    if not body.startswith(REPLY_PREFIX):
-        raise MalformedBatch("body does not begin with KAF_MSGS|v1|<count>")
-    m = re.compile(rb"KAF_MSGS\|v1\|(\d{1,19})").match(body)
+    m = _REPLY.match(body)
     if m is None:
-        raise MalformedBatch("bad KAF_MSGS header")
+        raise MalformedBatch("body does not begin with KAF_MSGS|v1|<count>")
     count = int(m.group(1))
     pos = m.end()
-    out: List[bytes] = []
-    match = _RECORD.match
+    out: List[Tuple[int, bytes]] = []
+    match = _CANONICAL.match
     n = len(body)
+    previous = -1
     while pos < n:
         r = match(body, pos)
-        if r is None or r.start(1) - 9 != pos:
+        if r is None:
             raise MalformedBatch("expected a KAF_MSG header at byte %d" % (pos,))
+        num = int(r.group(1))
         end = r.end() + int(r.group(2))
         if end > n:
-            raise MalformedBatch("message at byte %d is cut short" % (pos,))
-        out.append(body[r.end():end])
+            raise MalformedBatch("message %d is cut short" % (num,))
+        if increasing and num <= previous:
+            raise MalformedBatch("message %d follows %d" % (num, previous))
+        out.append((num, body[r.end():end]))
+        previous = num
         pos = end
     if len(out) != count:
         raise MalformedBatch("header says %d messages, body holds %d" % (count, len(out)))
     return out
+
+
+def parse_kaf_body(body: bytes) -> List[bytes]:
+    """The messages of a C{batch=kaf} body; the numbers in it are ignored."""
+    return [data for _, data in parse_kaf_records(body)]
 
 
 def data_offset_or_none(buf: Buffer) -> Optional[int]:

@@ -39,8 +39,6 @@ _RECORD_OVERHEAD = 50
 #: there returns no message but the log's numbers in the headers.
 _MAX_NUM = (1 << 63) - 1
 
-_REPLY_HEADER = re.compile(rb"KAF_MSGS\|v1\|(\d{1,19})")
-_RECORD_HEADER = re.compile(rb"\nKAF_MSG\|(\d{1,19})\|(\d{1,19})\n")
 _DECIMAL = re.compile(rb"\d{1,19}\Z")
 
 
@@ -147,32 +145,10 @@ def parse_kaf_reply(body: bytes) -> List[Tuple[int, bytes]]:
     strictly: the header, every record's place and size, the count, and
     increasing numbers must all be exact.
     """
-    m = _REPLY_HEADER.match(body)
-    if m is None:
-        raise KafProtocolError("reply does not begin with KAF_MSGS|v1|<count>")
-    count = int(m.group(1))
-    pos = m.end()
-    end = len(body)
-    out: List[Tuple[int, bytes]] = []
-    match = _RECORD_HEADER.match
-    previous = 0
-    while pos < end:
-        r = match(body, pos)
-        if r is None:
-            raise KafProtocolError("reply: expected a KAF_MSG header at byte %d" % (pos,))
-        num = int(r.group(1))
-        data_end = r.end() + int(r.group(2))
-        if data_end > end:
-            raise KafProtocolError("reply: message %d is cut short" % (num,))
-        if num <= previous:
-            raise KafProtocolError("reply: message %d follows %d" % (num, previous))
-        out.append((num, body[r.end():data_end]))
-        previous = num
-        pos = data_end
-    if len(out) != count:
-        raise KafProtocolError("reply: header says %d messages, body holds %d"
-                               % (count, len(out)))
-    return out
+    try:
+        return _format.parse_kaf_records(body, increasing=True)
+    except _format.MalformedBatch as e:
+        raise KafProtocolError("reply: %s" % (e,))
 
 
 def kaf_batch(messages: Sequence[bytes]) -> bytes:
