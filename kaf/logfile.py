@@ -10,7 +10,7 @@ import mmap
 import os
 import time
 from bisect import bisect_left, bisect_right
-from typing import List, NamedTuple, Optional, Tuple
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 from kaf import _format
 from kaf.errors import StorageFull, UnreadableLog, WriteFailed
@@ -41,9 +41,9 @@ class Slice(NamedTuple):
 
     span: bytes
     base: int
-    nums: List[int]
-    starts: List[int]
-    ends: List[int]
+    nums: Sequence[int]
+    starts: Sequence[int]
+    ends: Sequence[int]
     clean: bool
 
     def __len__(self) -> int:
@@ -333,8 +333,9 @@ class LogFile:
         clean = (k == len(dirty) or dirty[k] >= i + count) and (
             k == 0 or dirty[k - 1] != i
             or _format.is_canonical(span, 0, index.ends[i] - base))
-        return Slice(span, base, index.nums[i:i + count].tolist(),
-                     index.starts[i:i + count].tolist(), index.ends[i:i + count].tolist(),
+        # Array slices are one copy each: no Python int a message.
+        return Slice(span, base, index.nums[i:i + count],
+                     index.starts[i:i + count], index.ends[i:i + count],
                      clean)
 
     # -- archiving ------------------------------------------------------------

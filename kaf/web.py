@@ -305,7 +305,14 @@ def _render(request: IRequest, fmt: bytes, reply: Reply) -> bytes:
         request.setHeader(b"X-Kaf-FirstMsg", b"%d" % (s.nums[0],))
         request.setHeader(b"X-Kaf-LastMsgSent", b"%d" % (s.nums[-1],))
     if fmt == b"kaf":
-        return _reply(request, OCTETS, _format.reply_header(len(s)) + s.kaf_records())
+        # The header goes first on its own: the records, often one read of
+        # the file, are sent as they are, without a copy to join them.
+        head = _format.reply_header(len(s))
+        records = s.kaf_records()
+        request.setHeader(b"Content-Type", OCTETS)
+        request.setHeader(b"Content-Length", b"%d" % (len(head) + len(records),))
+        request.write(head)
+        return records
     if fmt == b"raw":
         return _reply(request, OCTETS, b"".join([m + b"\n" for m in s.messages()]))
     items = b",\n".join([_json_item(m) for m in s.messages()])

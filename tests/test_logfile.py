@@ -156,7 +156,7 @@ def test_read_of_clean_records_is_one_span_of_the_file(gokaf_data: str, i: int,
     assert s.base == first
     assert s.clean
     assert s.kaf_records() == s.span
-    assert s.nums == list(range(i + 1, i + count + 1))
+    assert list(s.nums) == list(range(i + 1, i + count + 1))
     assert s.messages() == [b"s%d" % (n,) for n in s.nums]
     assert _format.parse_kaf_body(_format.reply_header(count) + s.kaf_records()) == s.messages()
     f.close()
