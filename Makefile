@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: run test venv
+.PHONY: run test venv bench
 venv: $(BIN)/.installed
 
 $(BIN)/.installed: setup.cfg setup.py
@@ -21,3 +21,7 @@ run: venv
 
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Benchmarks (needs wrk: apt-get install -y wrk); see benchmarks/README.rst
+bench: venv
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)

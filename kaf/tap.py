@@ -36,9 +36,11 @@ def addr_endpoint(addr: str) -> str:
         raise usage.UsageError("--addr must be HOST:PORT, e.g. 127.0.0.1:7749 (got %r)" % (addr,))
     host = m.group("v6") or m.group("host") or ""
     port = m.group("port")
+    # A backlog of 1024, not Twisted's 50: many clients connecting at once
+    # must not overflow it (the Go version used the kernel's maximum).
     if not host:
-        return "tcp:%s" % (port,)
-    return "tcp:%s:interface=%s" % (port, host.replace(":", r"\:"))
+        return "tcp:%s:backlog=1024" % (port,)
+    return "tcp:%s:interface=%s:backlog=1024" % (port, host.replace(":", r"\:"))
 
 
 def _positive(name: str, value: str, cast: Any = int, zero: bool = False) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from io import BytesIO
 from typing import Any, Callable, List, Optional, Tuple
 from urllib.parse import unquote
 
@@ -39,6 +40,7 @@ if isinstance(_SPELLING, dict):
         _SPELLING[b"-".join([w.capitalize() for w in _name.split(b"-")])] = _name
 
 MAX_BATCH_BODY = 64 << 20
+IN_MEMORY_BODY = 8 << 20
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 10000
 MAX_REPLY_BYTES = 1 << 20
@@ -347,6 +349,14 @@ class KafRequest(Request):
         # curl -d sends a form type: parsing bodies as forms costs ~40% of
         # put speed, and a message is never a form.
         self._parsePOSTFormSubmission = False
+
+    def gotLength(self, length: Optional[int]) -> None:
+        # Twisted spools any body over 100 kB to a temporary file; a body
+        # whose length is known and under the cap stays in memory.
+        if length is not None and length <= IN_MEMORY_BODY:
+            self.content = BytesIO()
+        else:
+            Request.gotLength(self, length)
 
     def handleContentChunk(self, data: bytes) -> None:
         self._received += len(data)

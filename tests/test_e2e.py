@@ -454,4 +454,4 @@ def test_an_address_in_use_stops_start_up_with_one_line(tmp_path: Any) -> None:
     output = done.stdout + done.stderr
     assert done.returncode == 1
     assert "Traceback" not in output
-    assert "kaf: cannot listen on tcp:%d:interface=127.0.0.1: " % (port,) in output
+    assert "kaf: cannot listen on tcp:%d:interface=127.0.0.1:backlog=1024: " % (port,) in output

@@ -84,7 +84,7 @@ def test_load_finds_every_log_of_a_go_data_folder(gokaf_data: str, clock: Clock)
         log = store.get(name)
         assert log is not None
         assert log.file.error is None
-        assert result(log.get(1, 10000, MIB)).slice.nums == nums, name
+        assert list(result(log.get(1, 10000, MIB)).slice.nums) == nums, name
         assert log.last == last, name
 
 

@@ -42,7 +42,7 @@ def refused(*args: str) -> str:
 
 def test_defaults() -> None:
     config = parse()
-    assert config["listen"] == ["tcp:7749:interface=127.0.0.1"]
+    assert config["listen"] == ["tcp:7749:interface=127.0.0.1:backlog=1024"]
     assert config["data"] == "./kaf-data"
     assert config["stats-interval"] == 300
     assert config["fsync"] == "always"
@@ -51,9 +51,9 @@ def test_defaults() -> None:
 
 
 def test_addr_becomes_a_tcp_endpoint() -> None:
-    assert parse("--addr", "0.0.0.0:80")["listen"] == ["tcp:80:interface=0.0.0.0"]
-    assert parse("--addr", ":7749")["listen"] == ["tcp:7749"]
-    assert parse("--addr", "[::1]:7749")["listen"] == [r"tcp:7749:interface=\:\:1"]
+    assert parse("--addr", "0.0.0.0:80")["listen"] == ["tcp:80:interface=0.0.0.0:backlog=1024"]
+    assert parse("--addr", ":7749")["listen"] == ["tcp:7749:backlog=1024"]
+    assert parse("--addr", "[::1]:7749")["listen"] == [r"tcp:7749:interface=\:\:1:backlog=1024"]
 
 
 def test_listen_is_repeatable_and_replaces_addr() -> None:
