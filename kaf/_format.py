@@ -366,12 +366,6 @@ def parse_kaf_body(body: bytes) -> List[bytes]:
     return [data for _, data in parse_kaf_records(body)]
 
 
-def data_offset_or_none(buf: Buffer) -> Optional[int]:
-    """Offset of the data of a record whose header begins C{buf}, or None."""
-    m = _RECORD.match(buf)
-    return None if m is None else m.end()
-
-
 _BEGINS_RECORD = re.compile(rb"\n+KAF_MSG\|")
 
 
