@@ -9,7 +9,7 @@ from mmap import mmap
 from array import array
 from itertools import accumulate, repeat
 from operator import add
-from typing import List, Optional, Tuple, Union
+from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 Buffer = Union[bytes, bytearray, memoryview, mmap]
 
@@ -42,9 +42,9 @@ def record(num: int, data: bytes) -> bytes:
 
 def records(first: int, messages: List[bytes]) -> bytes:
     """Consecutive records numbered from C{first}."""
-    return b"".join(
-        [b"\nKAF_MSG|%d|%d\n%s" % (first + i, len(m), m) for i, m in enumerate(messages)]
-    )
+    if len(messages) == 1:
+        return b"\nKAF_MSG|%d|%d\n%s" % (first, len(messages[0]), messages[0])
+    return records_of(range(first, first + len(messages)), messages)
 
 
 def reply_header(count: int) -> bytes:
@@ -91,17 +91,22 @@ class Index:
         self.starts.append(start)
         self.ends.append(end)
 
-    def extend_clean(self, first: int, start: int, sizes: List[int]) -> None:
-        """Add consecutive canonical records written at C{start}."""
+    def extend_clean(self, first: int, start: int, sizes: Sequence[int],
+                     lengths: Optional[Iterable[int]] = None) -> None:
+        """
+        Add consecutive canonical records written at C{start}, given the
+        sizes of their data (and, when the writer knows them, of the whole
+        records).
+        """
         if self.ends and self.ends[-1] != start:
             self.dirty.append(len(self.nums))
         n = len(sizes)
-        # Each record is 11 bytes of framing, the digits of its number and
-        # size, and its data; summed with iterators that run in C (batches
-        # of thousands of messages).
-        lengths = map(add, map(add, map(len, map(str, range(first, first + n))),
-                               map(len, map(str, sizes))),
-                      map(add, sizes, repeat(11)))
+        if lengths is None:
+            # 11 bytes of framing, the digits of number and size, the data;
+            # iterators that run in C, for batches of thousands.
+            lengths = map(add, map(add, map(len, map(str, range(first, first + n))),
+                                   map(len, map(str, sizes))),
+                          map(add, sizes, repeat(11)))
         offsets = list(accumulate(lengths, initial=start))
         self.nums.extend(range(first, first + n))
         self.starts.extend(offsets[:-1])
@@ -380,9 +385,21 @@ def is_canonical(buf: Buffer, rel: int, end: int) -> bool:
     return m is not None and m.start() == rel and int(m.group(2)) == end - m.end()
 
 
-def records_of(nums: List[int], messages: List[bytes]) -> bytes:
+def records_of(nums: Sequence[int], messages: Sequence[bytes]) -> bytes:
     """Canonical records for the given numbers and data."""
-    return b"".join([b"\nKAF_MSG|%d|%d\n%s" % (n, len(m), m) for n, m in zip(nums, messages)])
+    return records_and_lengths(nums, messages)[0]
+
+
+def records_and_lengths(nums: Sequence[int], messages: Sequence[bytes]
+                        ) -> Tuple[bytes, List[int]]:
+    """Canonical records for the given numbers and data, and their lengths."""
+    # Headers and data interleaved and joined once: formatting each record
+    # with its data would copy every message twice.
+    heads = [b"\nKAF_MSG|%d|%d\n" % (n, len(m)) for n, m in zip(nums, messages)]
+    parts: List[bytes] = [b""] * (2 * len(messages))
+    parts[::2] = heads
+    parts[1::2] = messages
+    return b"".join(parts), list(map(add, map(len, heads), map(len, messages)))
 
 
 def shifted(offsets: "array[int]", delta: int) -> "array[int]":

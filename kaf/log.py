@@ -116,6 +116,7 @@ class Log:
         first = last + 1
         chunks: List[bytes] = []
         sizes: List[int] = []
+        lengths: List[int] = []
         accepted: List[Tuple["Deferred[int]", int, int]] = []
         for messages, expect, done in batch:
             if expect is not None and expect != last:
@@ -124,8 +125,11 @@ class Log:
                     "put: expected last message %d, but the log's last is %d" % (expect, last),
                     last))
                 continue
-            chunks.append(_format.records(last + 1, messages))
-            sizes.extend([len(m) for m in messages])
+            records, record_lengths = _format.records_and_lengths(
+                range(last + 1, last + 1 + len(messages)), messages)
+            chunks.append(records)
+            lengths.extend(record_lengths)
+            sizes.extend(map(len, messages))
             last += len(messages)
             accepted.append((done, last, len(messages)))
         if not accepted:
@@ -139,7 +143,7 @@ class Log:
 
         def durable(at: int) -> None:
             if self.file is f:
-                f.published(first, at, sizes)
+                f.published(first, at, sizes, lengths)
             for done, num, n in accepted:
                 self.puts += n
                 done.callback(num)

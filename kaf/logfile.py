@@ -293,9 +293,10 @@ class LogFile:
             pass
         self._remember()
 
-    def published(self, first: int, at: int, sizes: List[int]) -> None:
+    def published(self, first: int, at: int, sizes: Sequence[int],
+                  lengths: Optional[Sequence[int]] = None) -> None:
         """Make messages written at C{at} visible to reads."""
-        self.index.extend_clean(first, at, sizes)
+        self.index.extend_clean(first, at, sizes, lengths)
         self.last_num = first + len(sizes) - 1
 
     # -- reading ------------------------------------------------------------

@@ -140,11 +140,12 @@ class KafWeb:
             raise BadRequest("put: invalid 'batch' (must be lines or kaf)")
         if not messages:
             raise BadRequest("put: empty batch")
-        for i, m in enumerate(messages):
-            if len(m) > self.max_message_size:
-                raise MessageTooLarge(
-                    "put: message %d of the batch has %d bytes, over the limit of %d"
-                    % (i + 1, len(m), self.max_message_size))
+        sizes = list(map(len, messages))
+        if max(sizes) > self.max_message_size:
+            i = next(i for i, size in enumerate(sizes) if size > self.max_message_size)
+            raise MessageTooLarge(
+                "put: message %d of the batch has %d bytes, over the limit of %d"
+                % (i + 1, sizes[i], self.max_message_size))
         return messages
 
     @app.route("/get/<path:name>")
