@@ -52,6 +52,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from abc import ABC, abstractmethod
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import clients
@@ -273,17 +274,19 @@ def wrk(settings: Settings, server: Server, path: str, script: str, args: List[s
 #: One run's figures: "value" in the row's unit, and what else was measured.
 Sample = Dict[str, Any]
 
-class Driver:
+class Driver(ABC):
     """How a case loads a started server: check it, warm it up, measure a run."""
 
     def check(self, server: Server) -> None:
         pass
 
+    @abstractmethod
     def warm(self, bench: "Bench", server: Server) -> List[float]:
-        raise NotImplementedError
+        """Load the server until its rate stops growing; the rates seen."""
 
+    @abstractmethod
     def measure(self, bench: "Bench", server: Server) -> Sample:
-        raise NotImplementedError
+        """One measured run."""
 
 
 class WrkDriver(Driver):
