@@ -12,7 +12,7 @@ import heapq
 import os
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
-from twisted.internet.defer import Deferred, DeferredLock, succeed
+from twisted.internet.defer import Deferred, DeferredLock, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
@@ -142,18 +142,15 @@ class Log:
             return succeed(at)
 
         def durable(at: int) -> None:
-            if self.file is f:
-                f.published(first, at, sizes, lengths)
+            # The file cannot have been swapped: swaps take the same lock.
+            f.published(first, at, sizes, lengths)
             for done, num, n in accepted:
                 self.puts += n
                 done.callback(num)
             self._wake()
 
         def failed(failure: Any) -> None:
-            error = failure.value
-            if not isinstance(error, KafError):
-                self.log.failure("log {name}: write failed", failure, name=self.name)
-                error = WriteFailed("put: write failed; nothing was written")
+            error = self._write_error(failure)
             for done, _, n in accepted:
                 self.errs += 1
                 done.errback(error)
@@ -162,19 +159,20 @@ class Log:
         if len(data) > BLOCKING_BYTES or f.fd is None:
             w = self._blocking(f.append, data)
         else:
-            try:
-                w = succeed(f.append(data))
-            except Exception as e:
-                w = Deferred()
-                w.errback(e)
+            w = maybeDeferred(f.append, data)
         return w.addCallback(written).addCallbacks(durable, failed)
+
+    def _write_error(self, failure: Any) -> KafError:
+        """The error a failed write is answered with; anything unforeseen is logged."""
+        error = failure.value
+        if isinstance(error, KafError):
+            return error
+        self.log.failure("log {name}: write failed", failure, name=self.name)
+        return WriteFailed("put: write failed; nothing was written")
 
     def _fail_all(self, failure: Any, batch: List[Tuple[List[bytes], Optional[int],
                                                          "Deferred[int]"]]) -> None:
-        error = failure.value
-        if not isinstance(error, KafError):
-            self.log.failure("log {name}: write failed", failure, name=self.name)
-            error = WriteFailed("put: write failed; nothing was written")
+        error = self._write_error(failure)
         for _, _, done in batch:
             if not done.called:
                 self.errs += 1
