@@ -44,12 +44,7 @@ class Server:
     def result(self, d: "Deferred[Any]") -> Any:
         """What C{d} fired with, once the in-memory connections are pumped."""
         self.stub.flush()
-        out: List[Any] = []
-        d.addBoth(out.append)
-        assert out, "no answer yet"
-        if isinstance(out[0], Failure):
-            out[0].raiseException()
-        return out[0]
+        return _fired(d)
 
     def failure(self, d: "Deferred[Any]", kind: Type[BaseException]) -> Any:
         """The exception C{d} failed with, which must be a C{kind}."""
