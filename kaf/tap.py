@@ -9,6 +9,7 @@ import math
 import os
 import re
 import signal
+import sys
 from typing import Any, List, Optional
 
 from twisted.application.internet import StreamServerEndpointService
@@ -54,7 +55,9 @@ def _positive(name: str, value: str, cast: Any = int, zero: bool = False) -> Any
     return number
 
 
-class Options(usage.Options):
+class KafOptions(usage.Options):
+    """Kaf's options (SPEC 1), checked; a bad value raises UsageError."""
+
     optParameters = [
         ["addr", None, "127.0.0.1:7749", "where to listen, HOST:PORT"],
         ["data", None, "./kaf-data", "the data folder (created if missing)"],
@@ -98,6 +101,21 @@ class Options(usage.Options):
                 serverFromString(reactor, endpoint)
             except (ValueError, TypeError, KeyError) as e:
                 raise usage.UsageError("--listen %r is not an endpoint: %s" % (endpoint, e))
+
+
+class Options(KafOptions):
+    """The options as twistd parses them: a bad value exits with status 1."""
+
+    def parseOptions(self, options: Optional[List[str]] = None) -> None:
+        try:
+            KafOptions.parseOptions(self, options)
+        except usage.UsageError as e:
+            # twistd before 26.10 prints a usage error and exits 0, so a
+            # script or service manager would take the failed start for a
+            # clean one: print the same two things, and exit 1 everywhere.
+            print(self)
+            print("%s: %s" % (" ".join(sys.argv[0:2]), e))
+            raise SystemExit(1)
 
 
 class StoreService(Service):
@@ -152,7 +170,7 @@ def thread_runner(reactor: Any) -> Runner:
     return run
 
 
-def makeService(config: Options, reactor: Optional[Any] = None) -> MultiService:
+def makeService(config: KafOptions, reactor: Optional[Any] = None) -> MultiService:
     if reactor is None:
         from twisted.internet import reactor as default
 

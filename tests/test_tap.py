@@ -17,13 +17,13 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python import usage
 
 from kaf.stats import StatsService
-from kaf.tap import Options, StoreService, makeService
+from kaf.tap import KafOptions, Options, StoreService, makeService
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def parse(*args: str) -> Options:
-    config = Options()
+def parse(*args: str) -> KafOptions:
+    config = KafOptions()
     config.parseOptions(list(args))
     return config
 
@@ -94,6 +94,16 @@ def test_option_values_are_parsed() -> None:
 ])
 def test_bad_values_are_refused_with_a_one_line_reason(args: List[str], option: str) -> None:
     assert option in refused(*args)
+
+
+def test_twistds_options_print_the_reason_last_and_exit_1(capsys: Any) -> None:
+    # Whatever twistd's version does after a usage error, Kaf exits 1.
+    with pytest.raises(SystemExit) as e:
+        Options().parseOptions(["--fsync", "sometimes"])
+    assert e.value.code == 1
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1].endswith(": --fsync must be always or never (got 'sometimes')")
+    assert "--max-wait" in out
 
 
 def test_a_data_folder_under_a_file_is_refused(tmp_path: Any) -> None:
