@@ -288,7 +288,7 @@ def test_put_to_name_beginning_with_underscore_is_403(kaf: Kaf, name: str) -> No
 
 
 BAD_NAMES = ["a%2Fb", "..", ".hidden", "--x", "x" * 201, "a%00b", "a%20b", "a/b", "%C3%A9",
-             "a%0A", "%0A", "a%0Ab"]
+             "a%0A", "%0A", "a%0Ab", "%FF", "a%C3"]
 
 
 @pytest.mark.parametrize("name", BAD_NAMES)
