@@ -42,12 +42,16 @@ class Store:
     log = Logger()
 
     def __init__(self, folder: str, reactor: IReactorTime, blocking: Runner,
-                 fsync: bool = True) -> None:
+                 fsync: bool = True, gather: bool = False) -> None:
         self.folder = folder
         self._reactor = reactor
         self._blocking = blocking
         self._fsync = fsync
+        self._gather = gather
         self._logs: Dict[str, Log] = {}
+
+    def _log(self, f: LogFile) -> Log:
+        return Log(f, self._reactor, self._blocking, self._fsync, self._gather)
 
     def load(self) -> None:
         """Create the folder if missing and open every log in it."""
@@ -70,7 +74,7 @@ class Store:
                 continue
             f = LogFile(self.folder, entry)
             problems = f.open(self._reactor.seconds())
-            self._logs[entry] = Log(f, self._reactor, self._blocking, self._fsync)
+            self._logs[entry] = self._log(f)
             index = f.index
             if f.error is None:
                 self.log.info(
@@ -106,7 +110,7 @@ class Store:
         if log is None:
             f = LogFile(self.folder, name)
             f.missing = True
-            log = self._logs[name] = Log(f, self._reactor, self._blocking, self._fsync)
+            log = self._logs[name] = self._log(f)
         return log
 
     def release(self, log: Log) -> None:

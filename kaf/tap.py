@@ -177,7 +177,7 @@ def makeService(config: KafOptions, reactor: Optional[Any] = None) -> MultiServi
         reactor = default
     top = MultiService()
     store = Store(config["data"], reactor, thread_runner(reactor),
-                  fsync=config["fsync"] == "always")
+                  fsync=config["fsync"] == "always", gather=True)
     StoreService(store, reactor).setServiceParent(top)
 
     stats = Stats(store, reactor)

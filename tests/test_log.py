@@ -112,8 +112,9 @@ class CountingLogFile(LogFile):
 
 
 def make_log(folder: str, runner: Any, clock: Clock, fsync: bool = True,
-             name: str = "t") -> Log:
-    return Log(CountingLogFile.create(folder, name), clock, runner, fsync=fsync)
+             name: str = "t", gather: bool = False) -> Log:
+    return Log(CountingLogFile.create(folder, name), clock, runner, fsync=fsync,
+               gather=gather)
 
 
 @contextmanager
@@ -198,6 +199,57 @@ def test_fsync_never_answers_puts_without_any_sync(
     assert [value(box) for box in boxes] == [1, 2, 3, 4, 5]
     assert "sync" not in runner.calls
     assert file_bytes(log) == log_bytes(0, [b"x%d" % i for i in range(5)])
+
+
+# -- gathering the puts of one reactor turn ------------------------------------
+
+
+@pytest.mark.parametrize("fsync", [True, False])
+def test_puts_read_in_one_reactor_turn_go_out_in_one_write(
+        folder: str, runner: HeldRunner, clock: Clock, fsync: bool) -> None:
+    log = make_log(folder, runner, clock, fsync=fsync, gather=True)
+    boxes = [outcome(log.put([b"x%d" % i])) for i in range(5)]
+    # Until the turn ends nothing is written and nothing is answered.
+    assert log.file.appends == []
+    assert all(box == [] for box in boxes)
+    assert log.busy
+
+    clock.advance(0)
+    assert log.file.appends == [b"".join(record(1 + i, b"x%d" % i) for i in range(5))]
+    if fsync:
+        # One sync for the five, and no answer before it.
+        assert runner.waiting_for() == ["sync"]
+        assert all(box == [] for box in boxes)
+        runner.release()
+    assert [value(box) for box in boxes] == [1, 2, 3, 4, 5]
+    assert runner.calls.count("sync") == (1 if fsync else 0)
+    assert not log.busy
+
+
+def test_each_gathered_put_is_checked_against_its_own_expect(
+        folder: str, runner: HeldRunner, clock: Clock) -> None:
+    log = make_log(folder, runner, clock, fsync=False, gather=True)
+    first = outcome(log.put([b"a"], expect=0))
+    stale = outcome(log.put([b"b"], expect=0))
+    second = outcome(log.put([b"c", b"d"], expect=1))
+    clock.advance(0)
+    assert value(first) == 1
+    assert isinstance(error(stale), ExpectMismatch)
+    assert value(second) == 3
+    assert file_bytes(log) == log_bytes(0, [b"a", b"c", b"d"])
+
+
+def test_close_writes_the_puts_still_gathering(
+        folder: str, runner: HeldRunner, clock: Clock) -> None:
+    log = make_log(folder, runner, clock, fsync=False, gather=True)
+    box = outcome(log.put([b"last words"]))
+    closed = outcome(log.close())
+    assert value(box) == 1
+    assert value(closed) is None
+    assert file_bytes(log) == log_bytes(0, [b"last words"])
+    # The end of the turn, after the close, finds nothing left to write.
+    clock.advance(0)
+    assert file_bytes(log) == log_bytes(0, [b"last words"])
 
 
 # -- numbering ------------------------------------------------------------

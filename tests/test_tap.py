@@ -230,6 +230,12 @@ def test_fsync_option_reaches_the_logs(started: Any) -> None:
         assert store_service.store.get_or_create("x")._fsync is fsync
 
 
+def test_served_logs_gather_the_puts_of_a_reactor_turn(started: Any) -> None:
+    # Production writes the puts read in one turn together (tests/test_log.py).
+    [store_service] = of_type(started(), StoreService)
+    assert store_service.store.get_or_create("x")._gather is True
+
+
 def test_stopping_stops_listening_and_the_stats_timer(
         reactor: MemoryReactorClock, started: Any) -> None:
     top = started("--stats-interval", "7")
