@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import lru_cache, partial
 from io import BytesIO
 from typing import Any, Callable, List, Optional, Tuple
 from urllib.parse import unquote
@@ -243,7 +244,8 @@ class KafResource(KleinResource):
     """
     The Klein resource of Kaf's routes, rendering with less work a request:
     Kaf's routes depend on neither host nor scheme, so the URL map is bound
-    once, not per request; a route that answers at once is written at once,
+    once, not per request, and remembers its answers for the paths seen
+    most (matching costs more than the rest of a put); a route that answers at once is written at once,
     without a Deferred; only an answer still to come (a put being written,
     a long poll) is cancelled when its client goes away.  Routes and error
     handlers are Klein's, called as Klein calls them.
@@ -251,7 +253,8 @@ class KafResource(KleinResource):
 
     def __init__(self, app: Klein) -> None:
         KleinResource.__init__(self, app)
-        self._mapper = app.url_map.bind("kaf")
+        self._route = lru_cache(maxsize=4096)(partial(app.url_map.bind("kaf").match,
+                                                     return_rule=True))
 
     def render(self, request: IRequest) -> Any:
         try:
@@ -259,8 +262,7 @@ class KafResource(KleinResource):
             # log name in it gets the reason a bad log name gets.
             path = b"/" + b"/".join(request.postpath)  # type: ignore[attr-defined]
             path_info = path.decode("utf-8", "surrogateescape")
-            rule, kwargs = self._mapper.match(path_info, request.method.decode("latin-1"),
-                                              return_rule=True)
+            rule, kwargs = self._route(path_info, request.method.decode("latin-1"))
             result = self._app.execute_endpoint(rule.endpoint, request, **kwargs)
         except Exception:
             result = self._failed(Failure(), request)
