@@ -253,8 +253,10 @@ class KafResource(KleinResource):
 
     def __init__(self, app: Klein) -> None:
         KleinResource.__init__(self, app)
-        self._route = lru_cache(maxsize=4096)(partial(app.url_map.bind("kaf").match,
-                                                     return_rule=True))
+        self._match = partial(app.url_map.bind("kaf").match, return_rule=True)
+        # Paths no longer than a route with the longest log name: at most
+        # about a megabyte, whatever paths clients make up.
+        self._route = lru_cache(maxsize=4096)(self._match)
 
     def render(self, request: IRequest) -> Any:
         try:
@@ -262,7 +264,8 @@ class KafResource(KleinResource):
             # log name in it gets the reason a bad log name gets.
             path = b"/" + b"/".join(request.postpath)  # type: ignore[attr-defined]
             path_info = path.decode("utf-8", "surrogateescape")
-            rule, kwargs = self._route(path_info, request.method.decode("latin-1"))
+            route = self._route if len(path_info) <= 256 else self._match
+            rule, kwargs = route(path_info, request.method.decode("latin-1"))
             result = self._app.execute_endpoint(rule.endpoint, request, **kwargs)
         except Exception:
             result = self._failed(Failure(), request)

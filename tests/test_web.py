@@ -1243,3 +1243,15 @@ def test_site_accepts_batch_body_larger_than_the_message_limit(site: SiteClient)
 def test_site_refuses_message_over_limit_in_a_batch(site: SiteClient) -> None:
     site.post("/put/x?batch=lines", b"ok\n" + b"a" * 101).assert_error(413, "put: ")
     assert site.kaf.files() == []
+
+
+def test_routes_remembered_stay_bounded_whatever_paths_clients_send(kaf: Kaf) -> None:
+    resource = kaf.web.resource()
+    treq = StubTreq(resource)
+    for i in range(4200):
+        treq.get("http://kaf.test/get/log%d?from=1" % (i,))
+    treq.get("http://kaf.test/get/" + "x" * 300 + "?from=1")
+    treq.flush()
+    assert resource._route.cache_info().currsize == 4096
+    # A path longer than any route's with a valid name is matched, not kept.
+    assert resource._route.cache_info().misses == 4200
