@@ -119,7 +119,7 @@ class KafWeb:
                 request.setHeader(b"X-Kaf-Count", b"%d" % (len(messages),))
             return _reply(request, TEXT, b"%d" % (last,))
 
-        return maybeDeferred(log.put, messages, expect).addCallback(done)
+        return log.put(messages, expect).addCallback(done)
 
     def _messages(self, body: bytes, batch: Optional[bytes]) -> List[bytes]:
         if batch is None:
@@ -279,9 +279,12 @@ class KafResource(KleinResource):
             gone: List[bool] = []
             request.notifyFinish().addErrback(  # type: ignore[attr-defined]
                 self._gone, result, gone)
-            result.addErrback(self._failed_unless_gone, request, gone)
-            result.addCallback(self._write, request, gone)
+            result.addCallbacks(self._write, self._failed_then_write,
+                                (request, gone), None, (request, gone))
             result.addErrback(self._unwritten)
+            return NOT_DONE_YET
+        if isinstance(result, Failure):
+            request.processingFailed(result)  # type: ignore[attr-defined]
             return NOT_DONE_YET
         return result
 
@@ -301,9 +304,16 @@ class KafResource(KleinResource):
                     failure = Failure()
         return failure
 
-    def _failed_unless_gone(self, failure: Failure, request: IRequest, gone: List[bool]) -> Any:
+    def _failed_then_write(self, failure: Failure, request: IRequest, gone: List[bool]) -> Any:
         # Nobody is left to tell of an error once the client has gone.
-        return failure if gone else self._failed(failure, request)
+        if gone:
+            return failure
+        body = self._failed(failure, request)
+        if isinstance(body, Failure):
+            request.processingFailed(body)  # type: ignore[attr-defined]
+        else:
+            self._write(body, request, gone)
+        return None
 
     @staticmethod
     def _write(body: Optional[bytes], request: IRequest, gone: List[bool]) -> None:
