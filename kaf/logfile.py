@@ -9,7 +9,7 @@ import errno
 import mmap
 import os
 import time
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left
 from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 from kaf import _format
@@ -52,8 +52,11 @@ class Slice(NamedTuple):
     def messages(self) -> List[bytes]:
         """Each message's data, in order."""
         span, base = self.span, self.base
+        ends = list(self.ends)
+        # Clean records follow one another: each starts where the last ended.
+        starts = [base] + ends[:-1] if self.clean else self.starts
         out = []
-        for s, e in zip(self.starts, self.ends):
+        for s, e in zip(starts, ends):
             out.append(span[_format.data_offset(span, s - base):e - base])
         return out
 
@@ -212,11 +215,8 @@ class LogFile:
                 and self._grown_by_records()):
             # Grown by an append: read only the new part.
             index = self.index
-            new.index.nums = index.nums[:]
-            new.index.starts = index.starts[:]
-            new.index.ends = index.ends[:]
-            new.index.dirty = index.dirty[:]
-            resume = ((index.ends[-1], index.nums[-1]) if len(index)
+            new.index = index.copy()
+            resume = ((index.end(len(index) - 1), index.num(len(index) - 1)) if len(index)
                       else (len(_format.db_header(self.start)), self.start))
             new.fd = os.open(self.path, os.O_RDWR)
             size = os.fstat(new.fd).st_size
@@ -233,7 +233,7 @@ class LogFile:
         assert self.fd is not None
         index = self.index
         if len(index):
-            start, end = index.starts[-1], index.ends[-1]
+            start, end = index.start(len(index) - 1), index.end(len(index) - 1)
             # The header is all is_canonical reads: 64 bytes hold any.
             if not _format.is_canonical(os.pread(self.fd, 64, start), 0, end - start):
                 return False
@@ -303,7 +303,7 @@ class LogFile:
 
     def position(self, from_num: int) -> int:
         """Index position of the first message numbered C{from_num} or after."""
-        return bisect_left(self.index.nums, from_num)
+        return self.index.position(from_num)
 
     def plan(self, i: int, limit: int, max_bytes: int) -> int:
         """
@@ -315,15 +315,15 @@ class LogFile:
         if n <= 0:
             return 0
         # The file offsets measure the reply's size without a loop.
-        j = bisect_left(index.ends, index.starts[i] + max_bytes, i, i + n)
+        j = index.reaching(index.start(i) + max_bytes, i, i + n)
         return min(n, j - i + 1)
 
     def read(self, i: int, count: int) -> Slice:
         """Read messages at positions C{i} … C{i+count-1}: one pread."""
         index = self.index
         assert self.fd is not None
-        base = index.starts[i]
-        end = index.ends[i + count - 1]
+        base = index.start(i)
+        end = index.end(i + count - 1)
         span = os.pread(self.fd, end - base, base)
         if len(span) != end - base:
             raise UnreadableLog("log %r: the file is shorter than its index" % (self.name,))
@@ -333,11 +333,12 @@ class LogFile:
         k = bisect_left(dirty, i + 1)
         clean = (k == len(dirty) or dirty[k] >= i + count) and (
             k == 0 or dirty[k - 1] != i
-            or _format.is_canonical(span, 0, index.ends[i] - base))
-        # Array slices are one copy each: no Python int a message.
-        return Slice(span, base, index.nums[i:i + count],
-                     index.starts[i:i + count], index.ends[i:i + count],
-                     clean)
+            or _format.is_canonical(span, 0, index.end(i) - base))
+        # Offsets are found only if asked for: a kaf reply needs none.
+        j = i + count
+        return Slice(span, base, index.nums_of(i, j),
+                     _format.Column(index.start, index.starts_of, i, j),
+                     _format.Column(index.end, index.ends_of, i, j), clean)
 
     # -- archiving ------------------------------------------------------------
 
@@ -354,10 +355,10 @@ class LogFile:
             raise UnreadableLog("log %r: %s" % (self.name, self.error))
         index = self.index
         used = min(upto, self.last_num)
-        k = bisect_right(index.nums, upto)
+        k = index.position(upto + 1)
         if k == 0 or self.fd is None:
             return None, used, len(index), self
-        kept_from = index.starts[k] if k < len(index) else self.size
+        kept_from = index.start(k) if k < len(index) else self.size
         header = _format.db_header(used)
         tmp = os.path.join(self.folder, ARCHIVE_TMP % (self.name,))
         out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -376,14 +377,7 @@ class LogFile:
         archive_name = self._link_archive(now)
         os.rename(tmp, self.path)
         fsync_dir(self.folder)
-        delta = len(header) - kept_from
-        new = _format.Index()
-        new.nums = index.nums[k:]
-        new.starts = _format.shifted(index.starts[k:], delta)
-        new.ends = _format.shifted(index.ends[k:], delta)
-        # The first kept message stays marked: its record may not be canonical
-        # (size disagrees), and read() checks it before copying it as is.
-        new.dirty = [d - k for d in index.dirty if d >= k]
+        new = index.tail(k, len(header) - kept_from)
         after = LogFile(self.folder, self.name)
         after.fd = os.open(self.path, os.O_RDWR)
         after.index = new
