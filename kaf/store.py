@@ -42,11 +42,12 @@ class Store:
     log = Logger()
 
     def __init__(self, folder: str, reactor: IReactorTime, blocking: Runner,
-                 fsync: bool = True) -> None:
+                 fsync: bool = True, syncing: Optional[Runner] = None) -> None:
         self.folder = folder
         self._reactor = reactor
         self._blocking = blocking
         self._fsync = fsync
+        self._syncing = syncing
         self._logs: Dict[str, Log] = {}
 
     def load(self) -> None:
@@ -70,7 +71,7 @@ class Store:
                 continue
             f = LogFile(self.folder, entry)
             problems = f.open(self._reactor.seconds())
-            self._logs[entry] = Log(f, self._reactor, self._blocking, self._fsync)
+            self._logs[entry] = self._log(f)
             index = f.index
             if f.error is None:
                 self.log.info(
@@ -79,6 +80,9 @@ class Store:
                     last=f.last_num, size=f.size)
             for p in problems:
                 self.log.warn("log {name}: {problem}", name=entry, problem=p)
+
+    def _log(self, f: LogFile) -> Log:
+        return Log(f, self._reactor, self._blocking, self._fsync, self._syncing)
 
     def check(self, name: str, op: str, write: bool = False) -> None:
         """Refuse a bad name before anything touches the disk."""
@@ -106,7 +110,7 @@ class Store:
         if log is None:
             f = LogFile(self.folder, name)
             f.missing = True
-            log = self._logs[name] = Log(f, self._reactor, self._blocking, self._fsync)
+            log = self._logs[name] = self._log(f)
         return log
 
     def release(self, log: Log) -> None:
