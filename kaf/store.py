@@ -42,16 +42,18 @@ class Store:
     log = Logger()
 
     def __init__(self, folder: str, reactor: IReactorTime, blocking: Runner,
-                 fsync: bool = True, gather: bool = False) -> None:
+                 fsync: bool = True, gather: bool = False,
+                 syncing: Optional[Runner] = None) -> None:
         self.folder = folder
         self._reactor = reactor
         self._blocking = blocking
         self._fsync = fsync
         self._gather = gather
+        self._syncing = syncing
         self._logs: Dict[str, Log] = {}
 
     def _log(self, f: LogFile) -> Log:
-        return Log(f, self._reactor, self._blocking, self._fsync, self._gather)
+        return Log(f, self._reactor, self._blocking, self._fsync, self._gather, self._syncing)
 
     def load(self) -> None:
         """Create the folder if missing and open every log in it."""

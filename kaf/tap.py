@@ -22,7 +22,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
 
-from kaf.log import Runner
+from kaf.log import Runner, SyncThreads
 from kaf.stats import Stats, StatsService
 from kaf.store import Store
 from kaf.web import KafWeb, make_site
@@ -176,8 +176,12 @@ def makeService(config: KafOptions, reactor: Optional[Any] = None) -> MultiServi
 
         reactor = default
     top = MultiService()
+    # fsyncs get threads of their own: cheaper for each group commit than
+    # the reactor's pool, and never queued behind a large read there.
+    syncing = SyncThreads(reactor)
+    reactor.addSystemEventTrigger("after", "shutdown", syncing.stop)
     store = Store(config["data"], reactor, thread_runner(reactor),
-                  fsync=config["fsync"] == "always", gather=True)
+                  fsync=config["fsync"] == "always", gather=True, syncing=syncing)
     StoreService(store, reactor).setServiceParent(top)
 
     stats = Stats(store, reactor)

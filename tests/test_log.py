@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import tempfile
+import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
@@ -21,7 +22,7 @@ from twisted.python.failure import Failure
 
 from kaf.errors import (ExpectMismatch, ShuttingDown, StorageFull, UnreadableLog,
                         WriteFailed)
-from kaf.log import BLOCKING_BYTES, Log
+from kaf.log import BLOCKING_BYTES, Log, SyncThreads
 from kaf.logfile import LogFile
 
 MIB = 1 << 20
@@ -100,15 +101,25 @@ def file_bytes(log: Log) -> bytes:
 
 
 class CountingLogFile(LogFile):
-    """A real LogFile that also records each append's bytes."""
+    """
+    A real LogFile that also records each append's bytes, and how much of
+    the file the fsyncs that have finished cover (its size as each began).
+    """
 
     def __init__(self, folder: str, name: str) -> None:
         LogFile.__init__(self, folder, name)
         self.appends: List[bytes] = []
+        self.synced = 0
 
     def append(self, data: bytes) -> int:
         self.appends.append(data)
         return LogFile.append(self, data)
+
+    def sync(self, undo_to: int) -> None:
+        assert self.fd is not None
+        size = os.fstat(self.fd).st_size
+        LogFile.sync(self, undo_to)
+        self.synced = max(self.synced, size)
 
 
 def make_log(folder: str, runner: Any, clock: Clock, fsync: bool = True,
@@ -190,6 +201,34 @@ def test_puts_arriving_during_a_sync_are_written_and_synced_together(
     assert [value(box) for box in others] == list(range(2, 12))
     assert runner.calls.count("sync") == 2
     assert len(log.file.appends) == 2
+
+
+def test_the_next_batch_is_written_and_syncing_before_the_last_one_is_answered(
+        folder: str, runner: HeldRunner, clock: Clock) -> None:
+    log = make_log(folder, runner, clock)
+    first = log.put([b"first"])
+    during = outcome(log.put([b"second"]))
+    seen: List[Any] = []
+    first.addCallback(lambda num: seen.append(
+        (num, runner.waiting_for(), len(log.file.appends))))
+    runner.release()
+    # When "first" is answered, "second" is already written and its fsync
+    # under way: the disk works while the reactor answers.
+    assert seen == [(1, ["sync"], 2)]
+    assert during == []
+    runner.release()
+    assert value(during) == 2
+
+
+def test_fsyncs_run_in_the_syncing_runner(
+        folder: str, runner: HeldRunner, clock: Clock) -> None:
+    syncing = HeldRunner()
+    log = Log(CountingLogFile.create(folder, "t"), clock, runner, syncing=syncing)
+    box = outcome(log.put([b"a"]))
+    assert runner.calls == []
+    assert syncing.waiting_for() == ["sync"]
+    syncing.release()
+    assert value(box) == 1
 
 
 def test_fsync_never_answers_puts_without_any_sync(
@@ -280,13 +319,24 @@ def test_any_interleaving_of_puts_and_syncs_numbers_every_message_once_in_file_o
         runner = HeldRunner()
         log = make_log(folder, runner, Clock())
         puts = []
+        uncovered: List[int] = []
+
+        def covered(num: int) -> int:
+            # An answer never comes before an fsync that began after the
+            # put's bytes were written.
+            f = log.file
+            if f.index.ends[f.position(num)] > f.synced:
+                uncovered.append(num)
+            return num
+
         for step in steps:
             if step is None:
                 if runner.held:
                     runner.release()
             else:
-                puts.append((step, outcome(log.put(step))))
+                puts.append((step, outcome(log.put(step).addCallback(covered))))
         runner.drain()
+        assert uncovered == []
         by_number = {}
         for messages, box in puts:
             last = value(box)
@@ -388,6 +438,22 @@ def test_a_failed_fsync_fails_every_put_of_its_batch_and_leaves_no_partial_recor
     runner.drain()
     assert value(after) == 2
     assert file_bytes(log) == log_bytes(0, [b"first", b"next"])
+
+
+def test_puts_arriving_during_a_failed_fsync_follow_the_last_good_message(
+        folder: str, runner: HeldRunner, clock: Clock) -> None:
+    log = make_log(folder, runner, clock)
+    fill(log, runner, [b"first"])
+    lost = outcome(log.put([b"lost"]))
+    during = [outcome(log.put([b"during %d" % i])) for i in range(3)]
+    with failing("fsync", errno.EIO):
+        runner.release()
+    assert isinstance(error(lost), WriteFailed)
+    # The file was cut back before the next batch was written after it.
+    assert log.file.appends[-1] == b"".join(record(2 + i, b"during %d" % i) for i in range(3))
+    runner.drain()
+    assert [value(box) for box in during] == [2, 3, 4]
+    assert file_bytes(log) == log_bytes(0, [b"first"] + [b"during %d" % i for i in range(3)])
 
 
 def test_a_write_cut_short_by_a_full_disk_is_cut_back(
@@ -798,3 +864,59 @@ def test_a_cancelled_wait_fails_with_cancelled_and_is_not_answered(
     box = outcome(d)
     d.cancel()
     assert isinstance(error(box), CancelledError)
+
+
+# -- the fsync threads ------------------------------------------------------------
+
+
+class ThreadReactor:
+    """callFromThread queues the call; the test runs the queue itself."""
+
+    def __init__(self) -> None:
+        self.calls: List[Tuple[Callable[..., Any], Tuple[Any, ...]]] = []
+        self.arrived = threading.Semaphore(0)
+
+    def callFromThread(self, f: Callable[..., Any], *args: Any) -> None:
+        self.calls.append((f, args))
+        self.arrived.release()
+
+    def run_one(self) -> None:
+        assert self.arrived.acquire(timeout=10), "no answer from the thread"
+        f, args = self.calls.pop(0)
+        f(*args)
+
+
+def test_sync_threads_run_the_call_elsewhere_and_answer_in_the_reactor() -> None:
+    reactor = ThreadReactor()
+    threads = SyncThreads(reactor, size=2)
+    ran_in: List[Any] = []
+    box = outcome(threads(lambda x: ran_in.append(threading.current_thread()) or x * 2, 21))
+    reactor.run_one()
+    assert value(box) == 42
+    assert ran_in != [threading.current_thread()]
+    threads.stop()
+
+
+def test_sync_threads_answer_a_failure_with_its_exception() -> None:
+    reactor = ThreadReactor()
+    threads = SyncThreads(reactor)
+
+    def fail() -> None:
+        raise OSError(errno.EIO, "I/O error")
+
+    box = outcome(threads(fail))
+    reactor.run_one()
+    assert isinstance(error(box), OSError)
+    threads.stop()
+
+
+def test_stopping_sync_threads_ends_them_after_the_queued_work() -> None:
+    reactor = ThreadReactor()
+    threads = SyncThreads(reactor, size=3)
+    boxes = [outcome(threads(lambda i=i: i)) for i in range(5)]
+    started = [t for t in threading.enumerate() if t.name.startswith("kaf-sync-")]
+    threads.stop()
+    assert not any(t.is_alive() for t in started)
+    for _ in range(5):
+        reactor.run_one()
+    assert sorted(value(box) for box in boxes) == list(range(5))
