@@ -472,6 +472,21 @@ class KafChannel(HTTPChannel):
     _deadline: Optional[IDelayedCall] = None
     _abort: Optional[IDelayedCall] = None
 
+    # A connection's two addresses never change: found once, not for every
+    # request (the local one costs a getsockname call each time).
+    _host: Any = None
+    _peer: Any = None
+
+    def getHost(self) -> Any:
+        if self._host is None:
+            self._host = HTTPChannel.getHost(self)
+        return self._host
+
+    def getPeer(self) -> Any:
+        if self._peer is None:
+            self._peer = HTTPChannel.getPeer(self)
+        return self._peer
+
     def dataReceived(self, data: bytes) -> None:
         if self._refused:
             return

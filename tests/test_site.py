@@ -78,3 +78,31 @@ def test_an_idle_connection_is_closed_after_the_timeout(site: Any, clock: Clock)
     assert not transport.disconnecting
     clock.advance(1)
     assert transport.disconnecting or transport.disconnected
+
+
+class CountingTransport(StringTransport):
+    """Counts the calls for the connection's addresses (a syscall on TCP)."""
+
+    asked = 0
+
+    def getHost(self) -> Any:
+        self.asked += 1
+        return StringTransport.getHost(self)
+
+    def getPeer(self) -> Any:
+        self.asked += 1
+        return StringTransport.getPeer(self)
+
+
+def test_a_connections_addresses_are_looked_up_once_for_all_its_requests(site: Any) -> None:
+    protocol = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+    transport = CountingTransport(hostAddress=IPv4Address("TCP", "127.0.0.1", 7749),
+                                  peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
+    protocol.makeConnection(transport)
+    for _ in range(3):
+        protocol.dataReceived(b"GET /logs HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert transport.value().count(b"HTTP/1.1 200 ") == 3
+    assert transport.asked <= 2
+    channel = protocol._channel
+    assert channel.getHost() == IPv4Address("TCP", "127.0.0.1", 7749)
+    assert channel.getPeer() == IPv4Address("TCP", "127.0.0.1", 40000)
