@@ -107,6 +107,9 @@ class Settings:
         self.pin = options.pin and len(cpus) >= 2 and shutil.which("taskset") is not None
         self.server_cpu = cpus[0]
         self.client_cpu = cpus[1] if len(cpus) > 1 else cpus[0]
+        #: PyPy's young-object space for every PyPy server, Kaf and floor
+        #: alike (README.rst, PyPy), unless the environment sets it.
+        self.pypy_nursery: str = os.environ.get("PYPY_GC_NURSERY") or options.pypy_nursery
 
     def server_prefix(self) -> List[str]:
         return ["taskset", "-c", str(self.server_cpu)] if self.pin else []
@@ -180,8 +183,11 @@ class Server:
         """Start and wait until C{probe} answers; return the seconds that took."""
         with open(self.output, "wb") as out:
             self.started = time.perf_counter()
+            env = dict(SERVER_ENV)
+            if self.python.label == "pypy" and self.settings.pypy_nursery:
+                env["PYPY_GC_NURSERY"] = self.settings.pypy_nursery
             self.proc = subprocess.Popen(self.settings.server_prefix() + self.argv,
-                                         stdout=out, stderr=subprocess.STDOUT, env=SERVER_ENV)
+                                         stdout=out, stderr=subprocess.STDOUT, env=env)
         proc = self.proc
         try:
             clients.wait_ready(self.port, probe or self.probe, timeout,
@@ -828,6 +834,9 @@ def main(argv: List[str]) -> int:
     parser.add_argument("--pin", action="store_true",
                         help="pin the server to one CPU and the clients to another (steadier "
                         "on an idle machine, much worse on a busy one)")
+    parser.add_argument("--pypy-nursery", default="32MB", metavar="SIZE",
+                        help="PYPY_GC_NURSERY for the PyPy servers, Kaf and floor alike "
+                             "(default 32MB, as README.rst advises; '' for PyPy's 1 MB)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--profile", metavar="DIR",
                         help="after the runs of each row, one more run of Kaf (CPython) under "
@@ -862,8 +871,10 @@ def main(argv: List[str]) -> int:
            "server on CPU %d, clients on CPU %d" % (settings.server_cpu, settings.client_cpu)
            if settings.pin else "not pinned"))
     for p in pythons:
-        say("  %s: %s %s, Twisted %s, Klein %s" % (p.path, p.implementation, p.version,
-                                                   p.twisted, p.klein))
+        say("  %s: %s %s, Twisted %s, Klein %s%s" % (
+            p.path, p.implementation, p.version, p.twisted, p.klein,
+            ", PYPY_GC_NURSERY=%s" % (settings.pypy_nursery,)
+            if p.label == "pypy" and settings.pypy_nursery else ""))
     say("  load average before: %.2f %.2f %.2f" % load_before)
     say("")
     say(HEADER)
@@ -903,6 +914,7 @@ def main(argv: List[str]) -> int:
                            "warmup": settings.warmup, "max_warmup": settings.max_warmup,
                            "trials": settings.trials,
                            "messages": settings.messages, "pinned": settings.pin,
+                           "pypy_nursery": settings.pypy_nursery,
                            "server_cpu": settings.server_cpu,
                            "client_cpu": settings.client_cpu},
               "pythons": [p.describe() for p in pythons],
