@@ -248,13 +248,15 @@ class KafWeb:
 
 class KafResource(KleinResource):
     """
-    The Klein resource of Kaf's routes, rendering with less work a request:
-    Kaf's routes depend on neither host nor scheme, so the URL map is bound
-    once, not per request, and remembers its answers for the paths seen
-    most (matching costs more than the rest of a put); a route that answers at once is written at once,
-    without a Deferred; only an answer still to come (a put being written,
-    a long poll) is cancelled when its client goes away.  Routes and error
-    handlers are Klein's, called as Klein calls them.
+    The Klein resource of Kaf's routes, doing less work a request than
+    Klein's own:
+      - Kaf's routes depend on neither host nor scheme, so the URL map is
+        bound once, not per request, and its answers for the paths seen
+        most are remembered (matching cost more than the rest of a put);
+      - a route that answers at once is written at once, without a
+        Deferred; only an answer still to come (a put being written, a
+        long poll) is cancelled when its client goes away.
+    Routes and error handlers are Klein's, called as Klein calls them.
     """
 
     def __init__(self, app: Klein) -> None:
