@@ -209,10 +209,14 @@ class Index:
 
     @property
     def nbytes(self) -> int:
-        """The memory the index holds, in bytes."""
+        """
+        The memory the index holds, in bytes (over-allocation included
+        where the Python tells it; PyPy does not: there, the items' size).
+        """
         arrays = (self._steps, self._marks, self._gap_pos, self._gap_start,
                   self._run_pos, self._run_num)
-        return sum(sys.getsizeof(a) for a in arrays) + sys.getsizeof(self.dirty)
+        return (sum(sys.getsizeof(a, len(a) * a.itemsize) for a in arrays)
+                + sys.getsizeof(self.dirty, 8 * len(self.dirty)))
 
     # -- changes ----------------------------------------------------------
 
