@@ -282,7 +282,7 @@ class KafResource(KleinResource):
             request.notifyFinish().addErrback(  # type: ignore[attr-defined]
                 self._gone, result, gone)
             result.addCallbacks(self._write, self._failed_then_write,
-                                (request, gone), None, (request, gone))
+                                callbackArgs=(request, gone), errbackArgs=(request, gone))
             result.addErrback(self._unwritten)
             return NOT_DONE_YET
         if isinstance(result, Failure):
