@@ -15,14 +15,11 @@ from __future__ import annotations
 
 import heapq
 import os
-import queue
-import threading
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from twisted.internet.defer import Deferred, DeferredLock, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from kaf import _format
 from kaf.errors import KafError, ExpectMismatch, ShuttingDown, UnreadableLog, WriteFailed
@@ -30,6 +27,10 @@ from kaf.logfile import LogFile, Slice
 
 #: Runs a blocking callable off the reactor thread: f, *args -> Deferred.
 Runner = Callable[..., "Deferred[Any]"]
+
+#: Makes a log file's bytes durable off the reactor thread: (file, undo_to)
+#: -> Deferred that fails as LogFile.sync does, the file cut back.
+Syncer = Callable[[LogFile, int], "Deferred[None]"]
 
 #: Reads and writes larger than this leave the reactor thread.
 BLOCKING_BYTES = 1 << 19
@@ -40,53 +41,11 @@ EMPTY = Slice(b"", 0, [], [], [], True)
 Answers = List[Tuple["Deferred[int]", int, int]]
 
 
-class SyncThreads:
-    """
-    A runner (see L{Runner}) for fsyncs: a few threads of its own fed by a
-    plain queue, answering through C{callFromThread}.  The reactor's thread
-    pool does more for each call (context copy, coordinator, Failure on
-    every result path); on PyPy it cost ~1.5 x the reactor-thread CPU time
-    of this, once for every group commit.
-    """
-
-    def __init__(self, reactor: Any, size: int = 4) -> None:
-        self._reactor = reactor
-        self._size = size
-        self._queue: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
-        self._threads: List[threading.Thread] = []
-
-    def __call__(self, f: Callable[..., Any], *args: Any) -> "Deferred[Any]":
-        if not self._threads:
-            for i in range(self._size):
-                t = threading.Thread(target=self._work, name="kaf-sync-%d" % (i,),
-                                     daemon=True)
-                t.start()
-                self._threads.append(t)
-        d: "Deferred[Any]" = Deferred()
-        self._queue.put((f, args, d))
-        return d
-
-    def _work(self) -> None:
-        call = self._reactor.callFromThread
-        while True:
-            job = self._queue.get()
-            if job is None:
-                return
-            f, args, d = job
-            try:
-                result = f(*args)
-            except BaseException:
-                call(d.errback, Failure())
-            else:
-                call(d.callback, result)
-
-    def stop(self) -> None:
-        """End the threads once the work queued so far is done."""
-        threads, self._threads = self._threads, []
-        for _ in threads:
-            self._queue.put(None)
-        for t in threads:
-            t.join()
+def syncing_by(runner: Runner) -> Syncer:
+    """A syncer that runs L{LogFile.sync} in C{runner}."""
+    def sync(f: LogFile, undo_to: int) -> "Deferred[None]":
+        return runner(f.sync, undo_to)
+    return sync
 
 
 class Reply:
@@ -107,16 +66,17 @@ class Log:
 
     def __init__(self, file: LogFile, reactor: IReactorTime, blocking: Runner,
                  fsync: bool = True, gather: bool = False,
-                 syncing: Optional[Runner] = None) -> None:
+                 syncing: Optional[Syncer] = None) -> None:
         """
         C{blocking} runs blocking disk work off the reactor thread;
-        C{syncing} runs the fsyncs of group commit (by default C{blocking}).
+        C{syncing} does the fsyncs of group commit (by default, LogFile.sync
+        run by C{blocking}).
         """
         self.file = file
         self.name = file.name
         self._reactor = reactor
         self._blocking = blocking
-        self._syncing = blocking if syncing is None else syncing
+        self._syncing = syncing_by(blocking) if syncing is None else syncing
         self._fsync = fsync
         self._lock = DeferredLock()
         self._pending: List[Tuple[List[bytes], Optional[int], "Deferred[int]"]] = []
@@ -226,7 +186,7 @@ class Log:
 
         def written(at: int) -> "Deferred[int]":
             if self._fsync:
-                return self._syncing(f.sync, at).addCallback(lambda _: at)
+                return self._syncing(f, at).addCallback(lambda _: at)
             return succeed(at)
 
         def durable(at: int) -> Answers:

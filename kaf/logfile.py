@@ -10,7 +10,7 @@ import mmap
 import os
 import time
 from bisect import bisect_left
-from typing import List, NamedTuple, Optional, Sequence, Tuple
+from typing import List, NamedTuple, NoReturn, Optional, Sequence, Tuple
 
 from kaf import _format
 from kaf.errors import StorageFull, UnreadableLog, WriteFailed
@@ -281,8 +281,12 @@ class LogFile:
         try:
             os.fsync(self.fd)
         except OSError as e:
-            self._cut_back(undo_to)
-            raise _write_error(e)
+            self.sync_failed(undo_to, e)
+
+    def sync_failed(self, undo_to: int, e: OSError) -> NoReturn:
+        """An fsync (here or elsewhere) failed with C{e}: cut back to C{undo_to}, raise."""
+        self._cut_back(undo_to)
+        raise _write_error(e)
 
     def _cut_back(self, at: int) -> None:
         assert self.fd is not None

@@ -14,7 +14,7 @@ from twisted.logger import Logger
 
 from kaf import logfile
 from kaf.errors import InvalidName, ReservedName
-from kaf.log import Log, Runner
+from kaf.log import Log, Runner, Syncer
 from kaf.logfile import LogFile
 
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,200}\Z")
@@ -43,7 +43,7 @@ class Store:
 
     def __init__(self, folder: str, reactor: IReactorTime, blocking: Runner,
                  fsync: bool = True, gather: bool = False,
-                 syncing: Optional[Runner] = None) -> None:
+                 syncing: Optional[Syncer] = None) -> None:
         self.folder = folder
         self._reactor = reactor
         self._blocking = blocking

@@ -22,9 +22,10 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
 
-from kaf.log import Runner, SyncThreads
+from kaf.log import Runner
 from kaf.stats import Stats, StatsService
 from kaf.store import Store
+from kaf.syncer import SyncProcesses
 from kaf.web import KafWeb, make_site
 
 _ADDR = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\[\]]*)):(?P<port>\d{1,5})\Z")
@@ -176,11 +177,13 @@ def makeService(config: KafOptions, reactor: Optional[Any] = None) -> MultiServi
 
         reactor = default
     top = MultiService()
-    # fsyncs get threads of their own: cheaper for each group commit than
-    # the reactor's pool, and never queued behind a large read there.
-    syncing = SyncThreads(reactor)
+    blocking = thread_runner(reactor)
+    # fsyncs run in helper processes: a thread for them cost the reactor
+    # thread GIL handoffs on every group commit (most on PyPy), and they are
+    # never queued behind a large read in the reactor's pool.
+    syncing = SyncProcesses(reactor, blocking)
     reactor.addSystemEventTrigger("after", "shutdown", syncing.stop)
-    store = Store(config["data"], reactor, thread_runner(reactor),
+    store = Store(config["data"], reactor, blocking,
                   fsync=config["fsync"] == "always", gather=True, syncing=syncing)
     StoreService(store, reactor).setServiceParent(top)
 

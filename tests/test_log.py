@@ -9,7 +9,6 @@ from __future__ import annotations
 import errno
 import os
 import tempfile
-import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
@@ -22,7 +21,7 @@ from twisted.python.failure import Failure
 
 from kaf.errors import (ExpectMismatch, ShuttingDown, StorageFull, UnreadableLog,
                         WriteFailed)
-from kaf.log import BLOCKING_BYTES, Log, SyncThreads
+from kaf.log import BLOCKING_BYTES, Log, syncing_by
 from kaf.logfile import LogFile
 
 MIB = 1 << 20
@@ -223,7 +222,7 @@ def test_the_next_batch_is_written_and_syncing_before_the_last_one_is_answered(
 def test_fsyncs_run_in_the_syncing_runner(
         folder: str, runner: HeldRunner, clock: Clock) -> None:
     syncing = HeldRunner()
-    log = Log(CountingLogFile.create(folder, "t"), clock, runner, syncing=syncing)
+    log = Log(CountingLogFile.create(folder, "t"), clock, runner, syncing=syncing_by(syncing))
     box = outcome(log.put([b"a"]))
     assert runner.calls == []
     assert syncing.waiting_for() == ["sync"]
@@ -864,59 +863,3 @@ def test_a_cancelled_wait_fails_with_cancelled_and_is_not_answered(
     box = outcome(d)
     d.cancel()
     assert isinstance(error(box), CancelledError)
-
-
-# -- the fsync threads ------------------------------------------------------------
-
-
-class ThreadReactor:
-    """callFromThread queues the call; the test runs the queue itself."""
-
-    def __init__(self) -> None:
-        self.calls: List[Tuple[Callable[..., Any], Tuple[Any, ...]]] = []
-        self.arrived = threading.Semaphore(0)
-
-    def callFromThread(self, f: Callable[..., Any], *args: Any) -> None:
-        self.calls.append((f, args))
-        self.arrived.release()
-
-    def run_one(self) -> None:
-        assert self.arrived.acquire(timeout=10), "no answer from the thread"
-        f, args = self.calls.pop(0)
-        f(*args)
-
-
-def test_sync_threads_run_the_call_elsewhere_and_answer_in_the_reactor() -> None:
-    reactor = ThreadReactor()
-    threads = SyncThreads(reactor, size=2)
-    ran_in: List[Any] = []
-    box = outcome(threads(lambda x: ran_in.append(threading.current_thread()) or x * 2, 21))
-    reactor.run_one()
-    assert value(box) == 42
-    assert ran_in != [threading.current_thread()]
-    threads.stop()
-
-
-def test_sync_threads_answer_a_failure_with_its_exception() -> None:
-    reactor = ThreadReactor()
-    threads = SyncThreads(reactor)
-
-    def fail() -> None:
-        raise OSError(errno.EIO, "I/O error")
-
-    box = outcome(threads(fail))
-    reactor.run_one()
-    assert isinstance(error(box), OSError)
-    threads.stop()
-
-
-def test_stopping_sync_threads_ends_them_after_the_queued_work() -> None:
-    reactor = ThreadReactor()
-    threads = SyncThreads(reactor, size=3)
-    boxes = [outcome(threads(lambda i=i: i)) for i in range(5)]
-    started = [t for t in threading.enumerate() if t.name.startswith("kaf-sync-")]
-    threads.stop()
-    assert not any(t.is_alive() for t in started)
-    for _ in range(5):
-        reactor.run_one()
-    assert sorted(value(box) for box in boxes) == list(range(5))
