@@ -673,10 +673,6 @@ def edited_logs(draw: st.DrawFn) -> Case:
     if draw(st.booleans()):
         cut = draw(st.integers(len(_format.db_header(start)), len(content)))
         content = content[:cut]
-    kept = [r for r in recs if r.header_start < len(content)]
-    # Maybe a torn tail: the last record is cut, or its size runs past the end.
-    torn = bool(kept) and max(kept[-1].data_end,
-                              kept[-1].data_start + kept[-1].size) > len(content)
     for i, rec in enumerate(recs):
         if rec.kind in AGREEING or rec.header_start >= len(content):
             continue

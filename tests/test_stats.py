@@ -10,10 +10,8 @@ import re
 from typing import Any, Dict, Iterator, List
 
 import pytest
-from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
-from twisted.python.failure import Failure
 
 from conftest import fired as result
 from conftest import sync_runner

@@ -11,10 +11,9 @@ import shutil
 from typing import Any, Iterator, List
 
 import pytest
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import maybeDeferred
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
-from twisted.python.failure import Failure
 
 from kaf.errors import InvalidName, ReservedName, UnreadableLog
 from kaf.store import Store, name_problem
