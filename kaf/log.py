@@ -163,7 +163,6 @@ class Log:
         last = f.last_num
         first = last + 1
         chunks: List[bytes] = []
-        sizes: List[int] = []
         lengths: List[int] = []
         accepted: Answers = []
         for messages, expect, done in batch:
@@ -177,7 +176,6 @@ class Log:
                 range(last + 1, last + 1 + len(messages)), messages)
             chunks.append(records)
             lengths.extend(record_lengths)
-            sizes.extend(map(len, messages))
             last += len(messages)
             accepted.append((done, last, len(messages)))
         if not accepted:
@@ -191,7 +189,7 @@ class Log:
 
         def durable(at: int) -> Answers:
             # The file cannot have been swapped: swaps take the same lock.
-            f.published(first, at, sizes, lengths)
+            f.published(first, at, lengths=lengths)
             return accepted
 
         def failed(failure: Any) -> Answers:

@@ -297,11 +297,15 @@ class LogFile:
             pass
         self._remember()
 
-    def published(self, first: int, at: int, sizes: Sequence[int],
+    def published(self, first: int, at: int, sizes: Sequence[int] = (),
                   lengths: Optional[Sequence[int]] = None) -> None:
-        """Make messages written at C{at} visible to reads."""
+        """
+        Make messages written at C{at} visible to reads, given the sizes of
+        their data or, when the writer knows them, the lengths of their
+        whole records.
+        """
         self.index.extend_clean(first, at, sizes, lengths)
-        self.last_num = first + len(sizes) - 1
+        self.last_num = first + len(sizes if lengths is None else lengths) - 1
 
     # -- reading ------------------------------------------------------------
 
