@@ -410,7 +410,7 @@ class Row:
         self.error: Optional[str] = None
         self.load: Tuple[float, float, float] = (0.0, 0.0, 0.0)
         #: The warm-up runs' figures, by server.
-        self.warmup: Dict[str, List[float]] = {}
+        self.warmup: Dict[str, List[List[float]]] = {}
         #: The uncounted run under the profiler, if any.
         self.profiled: Optional[Sample] = None
 
@@ -443,6 +443,20 @@ class Row:
                 "profiled_run": self.profiled}
 
 
+class RowPlan:
+    """How to measure one row: its servers, its driver, whose floor it shares."""
+
+    def __init__(self, row: Row, make_kaf: Callable[[], Server],
+                 make_floor: Callable[[], Server], driver: "Driver",
+                 floor_key: Optional[str] = None) -> None:
+        self.row = row
+        self.make_kaf = make_kaf
+        self.make_floor = make_floor
+        self.driver = driver
+        self.floor_key = floor_key
+        self.measures_floor = False
+
+
 class Bench:
     """Runs the cases and collects the rows."""
 
@@ -467,42 +481,79 @@ class Bench:
 
     def row(self, row: Row, make_kaf: Callable[[], Server], make_floor: Callable[[], Server],
             driver: "Driver", floor_key: Optional[str] = None) -> Row:
+        """One row on its own: see L{rows_together}."""
+        self.rows_together([RowPlan(row, make_kaf, make_floor, driver, floor_key)])
+        return row
+
+    def rows_together(self, plans: List["RowPlan"]) -> None:
         """
-        Start Kaf and the floor, warm both up, then measure them in turns,
-        --runs times each.  Rows that share a floor_key share the floor's runs.
+        --runs runs of every row, the rows taking turns run by run, each run
+        with a fresh Kaf and a fresh floor, warmed up and measured in turns.
+
+        A fresh process a run, because under PyPy two processes of one
+        program differ by up to a third in speed (the JIT compiles what was
+        hot first): one process would measure its own luck --runs times.
+        Rows in turns, so that rows compared with each other (fsync always
+        and never) see the machine in the same state.  Rows that share a
+        floor_key share the floor's runs: the first of them measures it.
         """
-        self.rows.append(row)
-        cached = None
-        if floor_key is not None:
-            cached = self._floor_cache.get((floor_key, row.python.path))
+        owners: Dict[str, RowPlan] = {}
+        for plan in plans:
+            row = plan.row
+            self.rows.append(row)
+            row.warmup = {"kaf": [], "floor": []}
+            key = plan.floor_key
+            if key is not None:
+                cached = self._floor_cache.get((key, row.python.path))
+                if cached is not None:
+                    row.floor = cached
+                elif key in owners:
+                    row.floor = owners[key].row.floor  # the same list, filled by its owner
+                else:
+                    owners[key] = plan
+                    plan.measures_floor = True
+            else:
+                plan.measures_floor = True
+        for _ in range(self.settings.runs):
+            for plan in plans:
+                if plan.row.error is None:
+                    self._one_run(plan)
+        for plan in plans:
+            row = plan.row
+            if plan.measures_floor and plan.floor_key is not None and row.error is None:
+                self._floor_cache[(plan.floor_key, row.python.path)] = row.floor
+            if self.settings.profile and row.python.implementation == "CPython" \
+                    and row.error is None:
+                try:
+                    with plan.make_kaf() as kaf:
+                        kaf.start()
+                        plan.driver.warm(self, kaf)
+                        self.profiled_run(row, lambda: plan.driver.measure(self, kaf))
+                except Exception as e:
+                    say("  (profile of %s failed: %s)" % (row.key, e))
+            row.load = os.getloadavg()
+            say(format_row(row))
+
+    def _one_run(self, plan: "RowPlan") -> None:
+        row, driver = plan.row, plan.driver
         try:
             with contextlib.ExitStack() as stack:
-                kaf = stack.enter_context(make_kaf())
+                kaf = stack.enter_context(plan.make_kaf())
                 kaf.start()
                 driver.check(kaf)
                 floor = None
-                if cached is None:
-                    floor = stack.enter_context(make_floor())
+                if plan.measures_floor:
+                    floor = stack.enter_context(plan.make_floor())
                     floor.start()
                     driver.check(floor)
-                row.warmup["kaf"] = driver.warm(self, kaf)
+                row.warmup["kaf"].append(driver.warm(self, kaf))
                 if floor is not None:
-                    row.warmup["floor"] = driver.warm(self, floor)
-                for _ in range(self.settings.runs):
-                    row.kaf.append(driver.measure(self, kaf))
-                    if floor is not None:
-                        row.floor.append(driver.measure(self, floor))
-                if cached is not None:
-                    row.floor = cached
-                elif floor_key is not None:
-                    self._floor_cache[(floor_key, row.python.path)] = row.floor
-                if self.settings.profile and row.python.implementation == "CPython":
-                    self.profiled_run(row, lambda: driver.measure(self, kaf))
+                    row.warmup["floor"].append(driver.warm(self, floor))
+                row.kaf.append(driver.measure(self, kaf))
+                if floor is not None:
+                    row.floor.append(driver.measure(self, floor))
         except Exception as e:  # one broken case must not stop the others
             row.error = "%s: %s" % (type(e).__name__, e)
-        row.load = os.getloadavg()
-        say(format_row(row))
-        return row
 
     def profiled_run(self, row: Row, measure: Callable[[], Sample]) -> None:
         """One more run of Kaf under py-spy, not counted; its summary beside it."""
@@ -556,22 +607,29 @@ class Bench:
 
     # -- the cases -------------------------------------------------------------------
 
-    def put_row(self, key: str, title: str, python: Python, fsync: str, connections: int,
-                script: str, args: List[str], floor_key: str, per_request: int = 1) -> None:
+    def put_plan(self, key: str, title: str, python: Python, fsync: str, connections: int,
+                 script: str, args: List[str], floor_key: str, per_request: int = 1
+                 ) -> RowPlan:
         unit = "msgs/s" if per_request > 1 else "req/s"
-        self.row(Row(key, title, python, unit),
-                 lambda: Server(self.settings, python, "kaf", fsync),
-                 lambda: Server(self.settings, python, "floor"),
-                 WrkDriver("/put/bench", script, args, connections, per_request), floor_key)
+        return RowPlan(Row(key, title, python, unit),
+                       lambda: Server(self.settings, python, "kaf", fsync),
+                       lambda: Server(self.settings, python, "floor"),
+                       WrkDriver("/put/bench", script, args, connections, per_request),
+                       floor_key)
+
+    def put_row(self, *args: Any, **kwargs: Any) -> None:
+        self.rows_together([self.put_plan(*args, **kwargs)])
 
     def b1(self, python: Python) -> None:
+        # fsync never and always take turns: their ratio is a target.
         for connections in (1, 64):
-            for fsync in ("never", "always"):
-                self.put_row("B1 c%d %s %s" % (connections, fsync, python.label),
-                             "put 100 B, %d conn%s, fsync %s"
-                             % (connections, "s" if connections > 1 else "", fsync),
-                             python, fsync, connections, "put.lua", ["100"],
-                             "put100 c%d" % (connections,))
+            self.rows_together([
+                self.put_plan("B1 c%d %s %s" % (connections, fsync, python.label),
+                              "put 100 B, %d conn%s, fsync %s"
+                              % (connections, "s" if connections > 1 else "", fsync),
+                              python, fsync, connections, "put.lua", ["100"],
+                              "put100 c%d" % (connections,))
+                for fsync in ("never", "always")])
 
     def b2(self, python: Python) -> None:
         self.put_row("B2 8logs c64 %s" % (python.label,), "put 100 B, 8 logs, 64 conns",
