@@ -319,9 +319,12 @@ class WrkDriver(Driver):
     def warm(self, bench: "Bench", server: Server) -> List[float]:
         """
         One-second runs, at least --warmup of them, until the rate stops
-        growing.  PyPy's JIT compiles the hot paths after some thousands
-        of requests, however long they take on a busy machine: under PyPy
-        the warm-up also lasts until WARM_PYPY_REQUESTS were answered.
+        growing: neither of the last two runs was more than 3% faster than
+        every run before it.  PyPy's JIT compiles the hot paths after some
+        thousands of requests, however long they take on a busy machine:
+        under PyPy the warm-up also lasts until WARM_PYPY_REQUESTS were
+        answered.  (A rule that looked at one run alone stopped PyPy's
+        warm-up during a dip, and measured a server still compiling.)
         """
         s = bench.settings
         least = WARM_PYPY_REQUESTS if server.python.label == "pypy" else 0
@@ -329,7 +332,8 @@ class WrkDriver(Driver):
         while len(rates) < s.max_warmup:
             rates.append(self.run(bench, server, 1.0)["rate"])
             if (len(rates) >= max(s.warmup, 3) and sum(rates) >= least
-                    and rates[-1] <= 1.05 * max(rates[-3:-1])):
+                    and rates[-1] <= 1.03 * max(rates[:-1])
+                    and rates[-2] <= 1.03 * max(rates[:-2])):
                 break
         return rates
 
