@@ -259,9 +259,53 @@ def test_puts_read_in_one_reactor_turn_go_out_in_one_write(
         assert runner.waiting_for() == ["sync"]
         assert all(box == [] for box in boxes)
         runner.release()
+        # Synced, and answered at the start of the next turn.
+        assert all(box == [] for box in boxes)
+        clock.advance(0)
     assert [value(box) for box in boxes] == [1, 2, 3, 4, 5]
     assert runner.calls.count("sync") == (1 if fsync else 0)
     assert not log.busy
+
+
+def test_a_synced_batch_is_answered_in_the_next_turn_with_the_puts_gathered_in_this_one(
+        folder: str, runner: HeldRunner, clock: Clock) -> None:
+    log = make_log(folder, runner, clock, gather=True)
+    first = outcome(log.put([b"a"]))
+    clock.advance(0)
+    assert runner.waiting_for() == ["sync"]
+    # The sync ends in a turn of its own, which also reads a put.
+    runner.release()
+    second = outcome(log.put([b"b"]))
+    assert first == [] and second == []
+    # The next turn answers "a", and writes "b" and starts its sync.
+    clock.advance(0)
+    assert value(first) == 1
+    assert second == []
+    assert runner.waiting_for() == ["sync"]
+    assert len(log.file.appends) == 2
+    runner.release()
+    clock.advance(0)
+    assert value(second) == 2
+    assert not log.busy
+
+
+def test_close_answers_synced_puts_still_waiting_for_the_next_turn(
+        folder: str, runner: HeldRunner, clock: Clock) -> None:
+    log = make_log(folder, runner, clock, gather=True)
+    synced = outcome(log.put([b"a"]))
+    clock.advance(0)
+    runner.release()
+    assert synced == []
+    gathering = outcome(log.put([b"b"]))
+    closed = outcome(log.close())
+    runner.drain()
+    assert value(synced) == 1
+    assert value(gathering) == 2
+    assert value(closed) is None
+    assert file_bytes(log) == log_bytes(0, [b"a", b"b"])
+    # The turn's end finds nothing left to answer or write.
+    clock.advance(0)
+    assert len(log.file.appends) == 2
 
 
 def test_each_gathered_put_is_checked_against_its_own_expect(
