@@ -9,7 +9,9 @@ read on the reactor thread always sees one consistent file and index.
 Group commit is pipelined: a batch's puts are answered only after the
 lock is released, so the next batch (the puts that arrived during the
 sync) is already written and its fsync under way while the reactor
-answers the previous one.
+answers the previous one.  A served log (gathering) answers a synced
+batch at the start of the next reactor turn, beside the write of the
+puts gathered in the turn the sync ended in.
 """
 from __future__ import annotations
 
