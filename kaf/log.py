@@ -372,8 +372,8 @@ class Log:
 
     @property
     def busy(self) -> bool:
-        """Are writes pending or under way?"""
-        return bool(self._pending) or self._lock.locked
+        """Are writes pending, under way, or synced and not yet answered?"""
+        return bool(self._pending) or self._lock.locked or bool(self._unanswered)
 
     @property
     def waiting(self) -> int:
