@@ -14,8 +14,9 @@ from kaf import _format
 from kaf.logfile import LogFile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SHARED = os.path.join(os.path.dirname(os.path.dirname(HERE)), "shared")
-FIXTURES = os.path.join(SHARED, "fixtures")
+# Copies of the Go version's data folder and of hand-edited logs: the
+# tests read only what the repository holds.
+FIXTURES = os.path.join(HERE, "fixtures")
 
 
 def sync_runner(f: Callable[..., Any], *args: Any) -> "Deferred[Any]":
@@ -24,7 +25,7 @@ def sync_runner(f: Callable[..., Any], *args: Any) -> "Deferred[Any]":
 
 
 def copy_fixture(relative: str, dest: str) -> str:
-    """Copy a fixture folder (never write into ../shared) and make it writable."""
+    """Copy a fixture folder (the tests never write into their own) and make it writable."""
     src = os.path.join(FIXTURES, relative)
     shutil.copytree(src, dest)
     for root, dirs, files in os.walk(dest):
