@@ -8,11 +8,10 @@ BIN = $(VENV)/bin
 .PHONY: run test venv bench
 venv: $(BIN)/.installed
 
-$(BIN)/.installed: setup.cfg setup.py
+$(BIN)/.installed: pyproject.toml setup.cfg setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# compat mode keeps twisted/plugins/kaf_plugin.py visible to twistd
-	$(BIN)/pip install -q --config-settings editable_mode=compat -e '.[test]'
+	$(BIN)/pip install -q -e '.[test]'
 	$(BIN)/twistd --help | grep -q '^ *kaf ' || (echo "twistd does not list kaf" && false)
 	touch $@
 

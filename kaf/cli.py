@@ -409,6 +409,3 @@ def main(argv: Optional[Sequence[str]] = None) -> NoReturn:
 
     react(start)
 
-
-if __name__ == "__main__":
-    main()
