@@ -10,7 +10,8 @@ import os
 import re
 import signal
 import sys
-from typing import Any, List, Optional
+import tempfile
+from typing import Any, List, NoReturn, Optional
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
@@ -56,6 +57,28 @@ def _positive(name: str, value: str, cast: Any = int, zero: bool = False) -> Any
     return number
 
 
+def data_folder(data: str) -> None:
+    """
+    Make sure Kaf can keep its logs in C{data}: created if missing, and a
+    folder Kaf can write in; else a one-line OSError naming the problem.
+    """
+    existing = os.path.abspath(data)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise OSError("cannot be a folder: %r is a file" % (existing,))
+    try:
+        os.makedirs(data, exist_ok=True)
+    except OSError as e:
+        raise OSError("cannot create the folder: %s" % (e.strerror,))
+    # Permission bits do not tell (root ignores them, a read-only mount
+    # does not show in them): try a file.
+    try:
+        tempfile.TemporaryFile(dir=data).close()
+    except OSError as e:
+        raise OSError("cannot write in the folder: %s" % (e.strerror,))
+
+
 class KafOptions(usage.Options):
     """Kaf's options (SPEC 1), checked; a bad value raises UsageError."""
 
@@ -88,7 +111,8 @@ class KafOptions(usage.Options):
         self["stats-interval"] = _positive("stats-interval", self["stats-interval"], float)
         self["max-message-size"] = _positive("max-message-size", self["max-message-size"])
         self["max-wait"] = _positive("max-wait", self["max-wait"], float, zero=True)
-        # A data folder under a file would stop start-up with a traceback.
+        # A data folder under a file is refused now; whether the folder
+        # can be created and written is checked before anything listens.
         existing = os.path.abspath(self["data"])
         while not os.path.exists(existing):
             existing = os.path.dirname(existing)
@@ -111,12 +135,10 @@ class Options(KafOptions):
         try:
             KafOptions.parseOptions(self, options)
         except usage.UsageError as e:
-            # twistd before 26.10 prints a usage error and exits 0, so a
-            # script or service manager would take the failed start for a
-            # clean one: print the same two things, and exit 1 everywhere.
-            print(self)
-            print("%s: %s" % (" ".join(sys.argv[0:2]), e))
-            raise SystemExit(1)
+            # One line, not the whole usage text, and exit 1 (twistd before
+            # 26.10 exits 0 on a usage error, so a service manager would take
+            # the failed start for a clean one).
+            stop("twistd kaf: %s (see twistd kaf --help)" % (e,))
 
 
 class StoreService(Service):
@@ -128,16 +150,34 @@ class StoreService(Service):
         self.store = store
         self._reactor = reactor
 
+    loaded = False
+
+    def privilegedStartService(self) -> None:
+        # Before any listener starts (this service comes first), so a data
+        # folder Kaf cannot use stops start-up with nothing listening.
+        self._load()
+
     def startService(self) -> None:
         Service.startService(self)
         self._reactor.addSystemEventTrigger("after", "shutdown", self._clean_exit)
-        self.log.info("data folder {folder}", folder=self.store.folder)
-        self.store.load()
+        self._load()
+
+    def _load(self) -> None:
+        if self.loaded:
+            return
+        try:
+            data_folder(self.store.folder)
+            self.log.info("data folder {folder}", folder=self.store.folder)
+            self.store.load()
+        except OSError as e:
+            stop("kaf: --data %r: %s" % (self.store.folder, e.strerror or e))
+        self.loaded = True
 
     def _clean_exit(self) -> None:
-        # twistd re-raises a SIGTERM on itself once stopped, so the exit
-        # status would say "killed"; a clean stop is a clean exit (SPEC 1).
-        if getattr(self._reactor, "_exitSignal", None) == signal.SIGTERM:
+        # twistd re-raises a SIGTERM or SIGINT on itself once stopped, so
+        # the exit status would say "killed"; a clean stop (SPEC 1: SIGTERM
+        # and Ctrl-C alike) is a clean exit.
+        if getattr(self._reactor, "_exitSignal", None) in (signal.SIGTERM, signal.SIGINT):
             self._reactor._exitSignal = None
 
     def stopService(self) -> "Deferred[object]":
@@ -153,16 +193,29 @@ class Listener(StreamServerEndpointService):
     """Listens on one endpoint; an address it cannot use stops start-up."""
 
     endpoint_text = ""
+    log = Logger()
 
     def privilegedStartService(self) -> None:
         self._raiseSynchronously = True
         try:
             StreamServerEndpointService.privilegedStartService(self)
         except CannotListenError as e:
-            raise SystemExit("kaf: cannot listen on %s: %s"
-                             % (self.endpoint_text, e.socketError or e))
+            stop("kaf: cannot listen on %s (--listen/--addr): %s"
+                 % (self.endpoint_text, e.socketError or e))
         except OSError as e:
-            raise SystemExit("kaf: cannot listen on %s: %s" % (self.endpoint_text, e))
+            stop("kaf: cannot listen on %s (--listen/--addr): %s" % (self.endpoint_text, e))
+        self.log.info("listening on {endpoint}", endpoint=self.endpoint_text)
+
+
+def stop(reason: str) -> NoReturn:
+    """
+    Stop start-up with one line on the real stderr (twistd sends
+    C{sys.stderr} to its log) and exit status 1.
+    """
+    err = sys.__stderr__ or sys.stderr
+    err.write(reason + "\n")
+    err.flush()
+    raise SystemExit(1)
 
 
 def thread_runner(reactor: Any) -> Runner:
@@ -197,5 +250,4 @@ def makeService(config: KafOptions, reactor: Optional[Any] = None) -> MultiServi
         service = Listener(serverFromString(reactor, endpoint), site)
         service.endpoint_text = endpoint
         service.setServiceParent(top)
-        Logger().info("listening on {endpoint}", endpoint=endpoint)
     return top

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import Any, Callable, List
+import signal
+from typing import Any, Callable, Iterator, List
 
 import pytest
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -33,6 +34,16 @@ def copy_fixture(relative: str, dest: str) -> str:
         for f in files:
             os.chmod(os.path.join(root, f), 0o644)
     return dest
+
+
+@pytest.fixture
+def sigint_ignored() -> Iterator[None]:
+    """This process ignores SIGINT, as under a shell's background job."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from typing import Any, Dict, Iterator, List, Optional
 import pytest
 
 from kaf import cli
-from server import KafServer, free_port
+from server import KafServer, default_signals, free_port
 
 KAF = os.path.join(os.path.dirname(sys.executable), "kaf")
 
@@ -90,11 +90,15 @@ def test_tail_prints_the_last_n_messages(url: str) -> None:
     assert ok(["tail", "t1", "-n", "50"], url).count(b"\n") == 20
 
 
-def test_tail_follow_prints_messages_as_they_are_put(url: str) -> None:
+@pytest.mark.parametrize("inherited", ["sigint default", "sigint ignored"])
+def test_tail_follow_prints_messages_as_they_are_put(
+        url: str, inherited: str, request: Any) -> None:
+    if inherited == "sigint ignored":
+        request.getfixturevalue("sigint_ignored")
     ok(["put", "t2", "--lines"], url, stdin=b"old\nrecent\n")
     env = dict(os.environ, KAF_URL=url)
     tail = subprocess.Popen([KAF, "tail", "t2", "-n", "1", "-f"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env)
+                            stderr=subprocess.PIPE, env=env, preexec_fn=default_signals)
     lines = Lines(tail)
     try:
         assert lines.next() == b"recent\n"

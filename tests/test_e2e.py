@@ -22,7 +22,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from treq.client import HTTPClient
 
 from conftest import FIXTURES, copy_fixture
-from server import KafServer, read_log_strictly, run_twistd, stopped_cleanly
+from server import KafServer, free_port, read_log_strictly, run_twistd, stopped_cleanly
 
 CURL = shutil.which("curl") or "curl"
 
@@ -313,6 +313,15 @@ def test_sigint_stops_cleanly_too(data: str) -> None:
     assert read(os.path.join(data, "log")) == b"KAF_DB|v1|0\nKAF_MSG|1|1\nx"
 
 
+@pytest.mark.usefixtures("sigint_ignored")
+def test_sigint_stops_cleanly_whatever_signal_state_the_tests_inherit(data: str) -> None:
+    with KafServer(data) as server:
+        curl("--data-binary", "y", server.url("/put/log"))
+        code = server.stop(signal.SIGINT)
+        assert stopped_cleanly(code, signal.SIGINT, server.output()), (code, server.output())
+    assert read(os.path.join(data, "log")) == b"KAF_DB|v1|0\nKAF_MSG|1|1\ny"
+
+
 # -- listening -----------------------------------------------------------------------
 
 
@@ -354,20 +363,22 @@ def test_listen_on_two_tcp_ports_and_a_unix_socket_serves_on_each(data: str) -> 
     ("--listen", "carrier-pigeon:7749", "--listen 'carrier-pigeon:7749' is not an endpoint"),
     ("--data", "A_FILE", "--data"),
     ("--data", "A_FILE/below", "--data"),
+    ("--bogus", "", "option --bogus not recognized"),
 ])
 def test_bad_option_value_is_a_one_line_usage_error(
         tmp_path: Any, option: str, value: str, reason: str) -> None:
     a_file = tmp_path / "a-file"
     a_file.write_bytes(b"not a folder")
     value = value.replace("A_FILE", str(a_file))
-    args = ["--addr", "127.0.0.1:1", "--data", str(tmp_path / "data"), option, value]
+    args = ["--addr", "127.0.0.1:1", "--data", str(tmp_path / "data"), option] + (
+        [value] if value else [])
     done = run_twistd(args)
-    output = done.stdout + done.stderr
-    assert done.returncode != 0
-    assert "Traceback" not in output
-    lines = [line for line in output.splitlines() if reason in line and "twistd" in line]
-    assert len(lines) == 1, output
-    assert output.rstrip("\n").endswith(lines[0])
+    assert done.returncode == 1
+    # One line on stderr naming the option, and nothing else: no usage text.
+    assert done.stdout == ""
+    [line] = done.stderr.splitlines()
+    assert line.startswith("twistd kaf: ") and reason in line, done.stderr
+    assert line.endswith("(see twistd kaf --help)")
     assert os.listdir(str(tmp_path)) == ["a-file"]
 
 
@@ -442,16 +453,40 @@ def test_stats_record_is_written_to_kaf_after_activity(
     assert later == records
 
 
+def start_up_error(args: List[str]) -> str:
+    """The one line on stderr a failed start-up gave; it exited 1, having listened nowhere."""
+    done = run_twistd(args)
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stdout + done.stderr
+    assert "listening on" not in done.stdout and "starting on" not in done.stdout
+    [line] = done.stderr.splitlines()
+    return line
+
+
 def test_an_address_in_use_stops_start_up_with_one_line(tmp_path: Any) -> None:
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
     taken.listen(1)
     port = taken.getsockname()[1]
     try:
-        done = run_twistd(["--addr", "127.0.0.1:%d" % (port,), "--data", str(tmp_path / "d")])
+        line = start_up_error(["--addr", "127.0.0.1:%d" % (port,), "--data", str(tmp_path / "d")])
     finally:
         taken.close()
-    output = done.stdout + done.stderr
-    assert done.returncode == 1
-    assert "Traceback" not in output
-    assert "kaf: cannot listen on tcp:%d:interface=127.0.0.1:backlog=1024: " % (port,) in output
+    assert line.startswith("kaf: cannot listen on tcp:%d:interface=127.0.0.1:backlog=1024 "
+                           "(--listen/--addr): " % (port,))
+    assert "in use" in line
+
+
+@pytest.mark.parametrize("data, reason", [
+    ("/proc/kaf-data", "kaf: --data '/proc/kaf-data': cannot create the folder: "),
+    ("/proc", "kaf: --data '/proc': cannot write in the folder: "),
+])
+def test_a_data_folder_kaf_cannot_use_stops_start_up_before_listening(
+        data: str, reason: str) -> None:
+    port = free_port()
+    line = start_up_error(["--addr", "127.0.0.1:%d" % (port,), "--data", data])
+    assert line.startswith(reason)
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+
+
