@@ -15,8 +15,10 @@ $(BIN)/.installed: pyproject.toml setup.cfg setup.py
 	$(BIN)/twistd --help | grep -q '^ *kaf ' || (echo "twistd does not list kaf" && false)
 	touch $@
 
+# --pidfile= : twistd writes no twistd.pid here, so several servers (other
+# ports, other data folders) run side by side from this folder.
 run: venv
-	$(BIN)/twistd -n kaf $(ARGS)
+	$(BIN)/twistd -n --pidfile= kaf $(ARGS)
 
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

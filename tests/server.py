@@ -73,15 +73,19 @@ class KafServer:
     """
 
     def __init__(self, data: str, args: Sequence[str] = (), ports: int = 1,
-                 unix: Optional[str] = None) -> None:
+                 unix: Optional[str] = None, workdir: Optional[str] = None,
+                 twistd_flags: Sequence[str] = ("-n", "--pidfile=")) -> None:
         self.data = data
         self.args = list(args)
         self.nports = ports
         self.unix = unix
+        self.twistd_flags = list(twistd_flags)
         self.ports: List[int] = []
         self.process: Optional["subprocess.Popen[bytes]"] = None
-        self._workdir = tempfile.mkdtemp(prefix="kaf-server-")
-        self.log_path = os.path.join(self._workdir, "twistd.log")
+        self._logdir = tempfile.mkdtemp(prefix="kaf-server-")
+        # The working folder twistd runs in (its own by default).
+        self._workdir = workdir or self._logdir
+        self.log_path = os.path.join(self._logdir, "twistd.log")
         self.returncode: Optional[int] = None
 
     # -- start -----------------------------------------------------------------
@@ -107,7 +111,7 @@ class KafServer:
                 args += ["--listen", "tcp:%d:interface=127.0.0.1" % (p,)]
             if self.unix is not None:
                 args += ["--listen", "unix:%s" % (self.unix,)]
-        return twistd_command(args + self.args)
+        return [TWISTD] + self.twistd_flags + ["kaf"] + args + self.args
 
     def start(self) -> "KafServer":
         """Start, and return once every listener answers C{GET /logs}."""
@@ -202,7 +206,7 @@ class KafServer:
         """Kill the process if it still runs and remove the log."""
         if self.running():
             self.kill()
-        shutil.rmtree(self._workdir, ignore_errors=True)
+        shutil.rmtree(self._logdir, ignore_errors=True)
 
     def __enter__(self) -> "KafServer":
         return self.start()

@@ -4,11 +4,14 @@ keeps it visible to twistd, and C{python -m kaf} is the C{kaf} command.
 """
 from __future__ import annotations
 
+import http.client
 import os
 import subprocess
 import sys
 import zipfile
-from typing import Any
+from typing import Any, List
+
+from server import KafServer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
@@ -49,3 +52,30 @@ def test_make_installs_with_a_supported_editable_mode() -> None:
     assert "pip install -q -e '.[test]'" in makefile
     with open(os.path.join(REPO, "pyproject.toml")) as f:
         assert 'build-backend = "setuptools.build_meta"' in f.read()
+
+
+def makefile_twistd_flags() -> List[str]:
+    """The twistd flags of C{make run}, as README.rst quotes them too."""
+    with open(os.path.join(REPO, "Makefile")) as f:
+        recipe = f.read().split("\nrun: venv\n", 1)[1].splitlines()[0].split()
+    assert recipe[0] == "$(BIN)/twistd" and recipe[-2:] == ["kaf", "$(ARGS)"], recipe
+    flags = recipe[1:-2]
+    with open(os.path.join(REPO, "README.rst")) as f:
+        assert "``.venv/bin/twistd %s kaf [options]``" % (" ".join(flags),) in f.read()
+    return flags
+
+
+def test_two_servers_run_side_by_side_from_one_folder(tmp_path: Any) -> None:
+    flags = makefile_twistd_flags()
+    here = str(tmp_path / "here")
+    os.mkdir(here)
+    with KafServer(str(tmp_path / "a"), workdir=here, twistd_flags=flags) as a, \
+            KafServer(str(tmp_path / "b"), workdir=here, twistd_flags=flags) as b:
+        for server, body in ((a, b"to a"), (b, b"to b")):
+            connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+            connection.request("POST", "/put/log", body)
+            assert connection.getresponse().read() == b"1"
+            connection.close()
+    assert os.listdir(here) == []
+    with open(str(tmp_path / "b" / "log"), "rb") as f:
+        assert f.read() == b"KAF_DB|v1|0\nKAF_MSG|1|4\nto b"
