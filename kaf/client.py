@@ -267,16 +267,19 @@ class KafClient:
                 expect = last
         return last
 
-    def put_kaf_body(self, log: str, body: bytes,
-                     expect: Optional[int] = None) -> "Deferred[int]":
+    def put_kaf_body(self, log: str, body: bytes, expect: Optional[int] = None,
+                     first: Optional[int] = None) -> "Deferred[int]":
         """
         Append the messages of a body already in the C{kaf} framing (a
         C{get} reply body, for instance) in one atomic request; fire with
-        the number of the last.
+        the number of the last.  C{first} numbers them from C{first}: the
+        next number, or a later one while the log holds no message.
         """
         params: Dict[str, Any] = {"batch": "kaf"}
         if expect is not None:
             params["expect"] = expect
+        if first is not None:
+            params["first"] = first
         return self._put(log, body, params)
 
     def _put(self, log: str, body: bytes, params: Dict[str, Any]) -> "Deferred[int]":
@@ -538,9 +541,11 @@ def copy_log(source: KafClient, source_log: str, dest: KafClient, dest_log: str,
     it again after an interruption continues where it stopped.  Each
     batch is put with C{expect}, so a concurrent writer to the destination
     stops the copy (L{ExpectFailed}) instead of interleaving with it.
-    Refused (L{CopyRefused}) when the destination is ahead of the source,
-    or when the source's numbers skip some (archived or edited away), as
-    the copy could not keep them.  C{on_progress(messages, bytes)} is
+    A source whose first message is not 1 (it was archived) is copied
+    into an empty destination from that number on.  Refused
+    (L{CopyRefused}) when the destination is ahead of the source, when the
+    source begins after a destination that holds messages, or when the
+    source's numbers skip some later on, as the copy could not keep them.  C{on_progress(messages, bytes)} is
     called after each batch.
     """
     return Deferred.fromCoroutine(
@@ -563,16 +568,26 @@ async def _copy(source: KafClient, source_log: str, dest: KafClient, dest_log: s
             batch = await ahead
             if not batch.messages:
                 break
-            run = _run_length(batch.messages, dest_last + 1)
-            if run == 0:
+            start = batch.messages[0][0]
+            # The source may begin after dest_last + 1 (it was archived):
+            # an empty destination then continues from there.
+            if start != dest_last + 1 and copied:
                 raise CopyRefused(_gap_reason(dest_last))
+            run = _run_length(batch.messages, start)
             last = batch.messages[run - 1][0]
             if run == len(batch.messages):
                 body = batch.body
                 ahead = source.get(source_log, last + 1, limit=limit)
             else:
                 body = kaf_batch([m for _, m in batch.messages[:run]])
-            written = await dest.put_kaf_body(dest_log, body, expect=dest_last)
+            try:
+                written = await dest.put_kaf_body(dest_log, body, expect=dest_last, first=start)
+            except ExpectFailed as e:
+                if start == dest_last + 1 or e.last != dest_last:
+                    raise
+                raise CopyRefused(
+                    "copy: the source begins at message %d, and the destination, which "
+                    "holds messages up to %d, cannot continue from there" % (start, dest_last))
             if written != last:
                 raise KafProtocolError("copy: the destination numbered the batch up to %d, "
                                        "not %d" % (written, last))

@@ -39,6 +39,9 @@ BLOCKING_BYTES = 1 << 19
 
 EMPTY = Slice(b"", 0, [], [], [], True)
 
+#: A put waiting to be written: messages, expect, first, and its answer.
+Put = Tuple[List[bytes], Optional[int], Optional[int], "Deferred[int]"]
+
 #: A batch's puts, each with the number of its last message and its count.
 Answers = List[Tuple["Deferred[int]", int, int]]
 
@@ -81,7 +84,7 @@ class Log:
         self._syncing = syncing_by(blocking) if syncing is None else syncing
         self._fsync = fsync
         self._lock = DeferredLock()
-        self._pending: List[Tuple[List[bytes], Optional[int], "Deferred[int]"]] = []
+        self._pending: List[Put] = []
         self._flush_scheduled = False
         # Gathering waits for the end of the reactor's turn before a write,
         # so that all the puts read in one turn go out in one write (and
@@ -116,17 +119,23 @@ class Log:
 
     # -- writes ------------------------------------------------------------
 
-    def put(self, messages: List[bytes], expect: Optional[int] = None) -> "Deferred[int]":
+    def put(self, messages: List[bytes], expect: Optional[int] = None,
+            first: Optional[int] = None) -> "Deferred[int]":
         """
         Append C{messages} (numbered consecutively, all or none); fire with
         the number of the last.  Puts that arrive while a write and sync are
         under way are written and synced together in the next step.
+
+        C{first}: number the messages from C{first}, which must be the next
+        number, or any later one while the log holds no message (its file
+        then continues from C{first - 1}, as after an archive): a copy of
+        an archived log keeps its numbers.
         """
         if self._closing:
             self.errs += 1
             raise ShuttingDown("put: the server is shutting down")
         d: "Deferred[int]" = Deferred()
-        self._pending.append((messages, expect, d))
+        self._pending.append((messages, expect, first, d))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             if self._gather:
@@ -187,23 +196,32 @@ class Log:
         if answers:
             self._wake()
 
-    def _write(self, batch: List[Tuple[List[bytes], Optional[int], "Deferred[int]"]]
+    def _write(self, batch: List[Put]
                ) -> "Deferred[Answers]":
         f = self.file
         if f.error is not None:
             raise UnreadableLog("put: log %r cannot be read: %s" % (self.name, f.error))
         last = f.last_num
-        first = last + 1
         chunks: List[bytes] = []
         lengths: List[int] = []
         accepted: Answers = []
-        for messages, expect, done in batch:
+        restart: Optional[int] = None
+        for messages, expect, first_num, done in batch:
             if expect is not None and expect != last:
                 self.errs += 1
                 done.errback(ExpectMismatch(
                     "put: expected last message %d, but the log's last is %d" % (expect, last),
                     last))
                 continue
+            if first_num is not None and first_num != last + 1:
+                if first_num <= last or accepted or not f.restartable():
+                    self.errs += 1
+                    done.errback(ExpectMismatch(
+                        "put: cannot number from %d: the log's last is %d%s" % (
+                            first_num, last, "" if first_num <= last
+                            else " and it holds messages"), last))
+                    continue
+                restart = last = first_num - 1
             records, record_lengths = _format.records_and_lengths(
                 range(last + 1, last + 1 + len(messages)), messages)
             chunks.append(records)
@@ -213,6 +231,12 @@ class Log:
         if not accepted:
             return succeed([])
         data = b"".join(chunks)
+        first = (f.last_num if restart is None else restart) + 1
+        before = (f.start, f.last_num, f.missing)
+        if restart is not None:
+            # The file holds no message: the append writes a new one that
+            # continues from restart.
+            f.restart(restart)
 
         def written(at: int) -> "Deferred[int]":
             if self._fsync:
@@ -225,6 +249,9 @@ class Log:
             return accepted
 
         def failed(failure: Any) -> Answers:
+            if restart is not None and f.missing:
+                # No new file was written: the log continues as it did.
+                f.start, f.last_num, f.missing = before
             error = self._write_error(failure)
             for done, _, n in accepted:
                 self.errs += 1
@@ -232,7 +259,7 @@ class Log:
             return []
 
         # A first write creates the file (write, fsync, rename): off-thread.
-        if len(data) > BLOCKING_BYTES or f.fd is None:
+        if len(data) > BLOCKING_BYTES or f.fd is None or f.missing:
             w = self._blocking(f.append, data)
         else:
             w = maybeDeferred(f.append, data)
@@ -246,10 +273,9 @@ class Log:
         self.log.failure("log {name}: write failed", failure, name=self.name)
         return WriteFailed("put: write failed; nothing was written")
 
-    def _fail_all(self, failure: Any, batch: List[Tuple[List[bytes], Optional[int],
-                                                         "Deferred[int]"]]) -> Answers:
+    def _fail_all(self, failure: Any, batch: List[Put]) -> Answers:
         error = self._write_error(failure)
-        for _, _, done in batch:
+        for _, _, _, done in batch:
             if not done.called:
                 self.errs += 1
                 done.errback(error)

@@ -250,6 +250,21 @@ class LogFile:
 
     # -- writing ------------------------------------------------------------
 
+    def restartable(self) -> bool:
+        """Does the file hold nothing but its header (or is it yet to be made)?"""
+        return self.error is None and (
+            self.missing or self.fd is None
+            or (len(self.index) == 0 and self.size == len(_format.db_header(self.start))))
+
+    def restart(self, start: int) -> None:
+        """
+        Make the next append write a new file that continues from C{start};
+        only for a file that L{restartable} says holds nothing to keep.
+        """
+        assert self.restartable() and start >= self.last_num
+        self.start = self.last_num = start
+        self.missing = True
+
     def append(self, data: bytes) -> int:
         """
         Write C{data} at the end of the file; return the offset it begins at.

@@ -109,6 +109,7 @@ class KafWeb:
         self.store.check(name, "put", write=True)
         args = _args(request)
         expect = _int(args, b"expect", "put", minimum=0)
+        first = _int(args, b"first", "put", minimum=1)
         batch = _one(args, b"batch", "put")
         body = request.content.read() if request.content is not None else b""
         messages = self._messages(body, batch)
@@ -119,7 +120,7 @@ class KafWeb:
                 request.setHeader(b"X-Kaf-Count", b"%d" % (len(messages),))
             return _reply(request, TEXT, b"%d" % (last,))
 
-        return log.put(messages, expect).addCallback(done)
+        return log.put(messages, expect, first).addCallback(done)
 
     def _messages(self, body: bytes, batch: Optional[bytes]) -> List[bytes]:
         if batch is None:

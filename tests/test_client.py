@@ -4,6 +4,8 @@ StubTreq, with a task.Clock for long polls, timeouts and retry delays.
 """
 from __future__ import annotations
 
+import os
+
 import json
 from typing import Any, List, Optional, Tuple, Type
 
@@ -33,6 +35,7 @@ class Server:
 
     def __init__(self, folder: str, clock: Clock, max_message_size: int = 1000) -> None:
         self.clock = clock
+        self.folder = folder
         self.store = Store(folder, clock, sync_runner)
         self.store.load()
         self.web = KafWeb(self.store, max_message_size=max_message_size, max_wait=60)
@@ -603,15 +606,54 @@ def test_copy_log_refuses_when_the_destination_is_ahead(
     assert dest.result(dst.last_number("ev")) == 5
 
 
-def test_copy_log_refuses_a_source_whose_numbers_it_cannot_keep(
+def test_copy_log_of_an_archived_source_keeps_its_numbers_in_an_empty_destination(
         two_servers: Tuple[Server, Server]) -> None:
     source, dest = two_servers
     src, dst = source.client(), dest.client()
     source.result(src.put_batch("ev", _messages(10)))
     source.result(src.archive("ev", 4))
+    d = kc.copy_log(src, "ev", dst, "ev", limit=3)
+    source.stub.flush()
+    result = dest.result(d)
+    assert (result.messages, result.last) == (6, 10)
+    assert dest.result(dst.get("ev", 1)).messages == list(zip(range(5, 11), _messages(10)[4:]))
+    with open(os.path.join(dest.folder, "ev"), "rb") as f:
+        assert f.read().startswith(b"KAF_DB|v1|4\nKAF_MSG|5|")
+
+
+def test_copy_log_of_an_archived_source_resumes_after_an_interruption(
+        two_servers: Tuple[Server, Server]) -> None:
+    source, dest = two_servers
+    src, dst = source.client(), dest.client()
+    source.result(src.put_batch("ev", _messages(20)))
+    source.result(src.archive("ev", 7))
+    flaky = FaultyTreq(source.stub)
+
+    def drop_the_connection_after_two_batches(copied: int, size: int) -> None:
+        if copied >= 6:
+            flaky.fail_next = 100
+
+    d = kc.copy_log(source.client(flaky), "ev", dst, "ev",
+                    drop_the_connection_after_two_batches, limit=3)
+    source.stub.flush()
+    dest.failure(d, kc.KafConnectionError)
+    interrupted_at = dest.result(dst.last_number("ev"))
+    assert 13 <= interrupted_at < 20
+    result = dest.result(kc.copy_log(src, "ev", dst, "ev", limit=3))
+    assert (result.messages, result.last) == (20 - interrupted_at, 20)
+    assert dest.result(dst.get("ev", 1)).messages == list(zip(range(8, 21), _messages(20)[7:]))
+
+
+def test_copy_log_refuses_an_archived_source_after_a_destination_holding_messages(
+        two_servers: Tuple[Server, Server]) -> None:
+    source, dest = two_servers
+    src, dst = source.client(), dest.client()
+    source.result(src.put_batch("ev", _messages(10)))
+    source.result(src.archive("ev", 4))
+    dest.result(dst.put_batch("ev", _messages(2)))
     error = dest.failure(kc.copy_log(src, "ev", dst, "ev"), kc.CopyRefused)
-    assert "no message 1" in error.reason
-    assert dest.result(dst.last_number("ev")) == 0
+    assert "begins at message 5" in error.reason and "up to 2" in error.reason
+    assert dest.result(dst.get("ev", 1)).messages == list(zip([1, 2], _messages(2)))
 
 
 def test_copy_log_copies_up_to_a_gap_in_the_source(tmp_path: Any, clock: Clock) -> None:

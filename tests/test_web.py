@@ -374,6 +374,43 @@ def test_expect_after_archive_that_emptied_log_is_the_archive_upto(kaf: Kaf) -> 
     assert (answer.code, answer.body) == (200, b"4")
 
 
+def test_put_with_first_numbers_a_new_log_from_there(kaf: Kaf) -> None:
+    answer = kaf.post("/put/x?batch=lines&first=41", b"a\nb\n")
+    assert (answer.code, answer.body) == (200, b"42")
+    assert kaf.file("x") == db_file(40, [b"a", b"b"])
+    assert kaf.get("/get/x?from=1&format=raw").body == b"a\nb\n"
+    assert kaf.put("x", b"c") == 43
+
+
+def test_put_with_first_renumbers_a_log_an_archive_emptied(kaf: Kaf) -> None:
+    kaf.put_lines("x", 3)
+    assert kaf.post("/archive/x?upto=3").code == 200
+    answer = kaf.post("/put/x?first=10&expect=3", b"ten")
+    assert (answer.code, answer.body) == (200, b"10")
+    assert kaf.file("x") == db_file(9, [b"ten"])
+
+
+def test_put_with_first_equal_to_the_next_number_appends(kaf: Kaf) -> None:
+    kaf.put_lines("x", 2)
+    answer = kaf.post("/put/x?first=3", b"c")
+    assert (answer.code, answer.body) == (200, b"3")
+
+
+@pytest.mark.parametrize("first", ["2", "5"])
+def test_put_with_first_that_would_skip_or_reuse_numbers_is_409(kaf: Kaf, first: str) -> None:
+    kaf.put_lines("x", 3)
+    before = kaf.file("x")
+    answer = kaf.post("/put/x?first=" + first, b"d")
+    answer.assert_error(409, "put: cannot number from %s: the log's last is 3" % (first,))
+    assert answer.header("X-Kaf-LastMsg") == "3"
+    assert kaf.file("x") == before
+
+
+def test_put_with_first_zero_is_400_and_creates_no_file(kaf: Kaf) -> None:
+    kaf.post("/put/x?first=0", b"a").assert_error(400, "put: invalid 'first'")
+    assert kaf.files() == []
+
+
 @pytest.mark.parametrize("value", ["-1", "abc", "1.0"])
 def test_put_with_invalid_expect_is_400_and_writes_nothing(kaf: Kaf, value: str) -> None:
     kaf.post("/put/x?expect=" + value, b"hello").assert_error(400, "put: ")
