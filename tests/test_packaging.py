@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -32,13 +33,18 @@ def test_python_m_kaf_runs_the_kaf_command(tmp_path: Any) -> None:
 
 
 def test_the_wheel_holds_the_package_and_the_twistd_plugin(tmp_path: Any) -> None:
-    # Built by the pyproject.toml's setuptools backend, as pip builds it.
+    # Built by the pyproject.toml's setuptools backend, as pip builds it,
+    # from a copy: a build leaves build/ and *.egg-info behind.
+    source = tmp_path / "source"
+    for name in ("kaf", "twisted", "setup.cfg", "setup.py", "pyproject.toml", "README.rst"):
+        copy = shutil.copytree if os.path.isdir(os.path.join(REPO, name)) else shutil.copy
+        copy(os.path.join(REPO, name), str(source / name))
     done = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
-                           "--no-build-isolation", "-w", str(tmp_path), REPO],
+                           "--no-build-isolation", "-w", str(tmp_path / "wheels"), str(source)],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    [wheel] = [f for f in os.listdir(str(tmp_path)) if f.endswith(".whl")]
-    names = set(zipfile.ZipFile(str(tmp_path / wheel)).namelist())
+    [wheel] = os.listdir(str(tmp_path / "wheels"))
+    names = set(zipfile.ZipFile(str(tmp_path / "wheels" / wheel)).namelist())
     assert {"twisted/plugins/kaf_plugin.py", "kaf/__main__.py", "kaf/tap.py"} <= names
     assert "twisted/__init__.py" not in names and "twisted/plugins/__init__.py" not in names
 
