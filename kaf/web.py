@@ -28,7 +28,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.server import NOT_DONE_YET, Request, Site
 from werkzeug.exceptions import NotFound
 
-from kaf import _format
+from kaf import _format, console
 from kaf.errors import BadRequest, ExpectMismatch, KafError, MessageTooLarge, UnknownLog
 from kaf.log import EMPTY as _EMPTY, Log, Reply
 from kaf.store import Store
@@ -61,6 +61,7 @@ _HINTS = {
     "get": ("GET, HEAD", "get: use GET, e.g. curl '{url}?from=1'"),
     "archive": ("POST", "archive: use POST, e.g. curl -X POST '{url}?upto=100'"),
     "logs": ("GET, HEAD", "logs: use GET, e.g. curl {url}"),
+    "console": ("GET, HEAD", "console: open it in a browser, {url}"),
 }
 
 
@@ -234,9 +235,33 @@ class KafWeb:
             out.append(entry)
         return _reply(request, JSON, json.dumps(out).encode())
 
+    @app.route("/console")
+    def console_page(self, request: IRequest) -> bytes:
+        return self.console_file(request, "index.html")
+
+    @app.route("/console/<string:name>")
+    def console_file(self, request: IRequest, name: str) -> bytes:
+        _method(request, "console")
+        found = console.files().get(name)
+        if found is None:
+            return _text(request, 404, "console: no file %r" % (name,))
+        kind, body = found
+        # The console talks to this server only, and is never framed.
+        request.setHeader(b"Content-Security-Policy",
+                          b"default-src 'self'; frame-ancestors 'none'")
+        request.setHeader(b"X-Content-Type-Options", b"nosniff")
+        request.setHeader(b"Cache-Control", b"no-cache")
+        return _reply(request, kind, body)
+
     @app.route("/", branch=True)
     def unknown(self, request: IRequest) -> bytes:
         path = request.path.decode("latin-1")
+        if path in ("/", "/console/") and console.wants_html(request.getHeader(b"Accept")):
+            # A browser opening the server's address gets the console; an
+            # API client (curl sends Accept: */*) gets what it always got.
+            request.setResponseCode(302)
+            request.setHeader(b"Location", b"/console")
+            return _text(request, 302, "the console is at /console")
         for op in ("put", "get", "archive"):
             if path in ("/" + op, "/" + op + "/"):
                 raise BadRequest("%s: empty log name" % (op,))
@@ -244,7 +269,7 @@ class KafWeb:
                 # Only a name the router could not match gets here.
                 self.store.check(unquote(path[len(op) + 2:]), op)
         return _text(request, 404, "unknown path %r: use /put/LOG, /get/LOG, "
-                     "/archive/LOG or /logs" % (path,))
+                     "/archive/LOG, /logs or /console" % (path,))
 
 
 class KafResource(KleinResource):

@@ -114,9 +114,11 @@ class Kaf:
         self.web = KafWeb(self.store, max_message_size=max_message_size, max_wait=max_wait)
         self.treq = StubTreq(self.web.resource())
 
-    def start(self, method: str, path: str, body: Optional[bytes] = None) -> "Deferred[Any]":
+    def start(self, method: str, path: str, body: Optional[bytes] = None,
+              headers: Optional[dict] = None) -> "Deferred[Any]":
         """Send a request; the Deferred fires with the response once answered."""
-        d = self.treq.request(method, "http://kaf.test" + path, data=body)
+        d = self.treq.request(method, "http://kaf.test" + path, data=body, headers=headers,
+                              allow_redirects=False)
         self.treq.flush()
         return d
 
@@ -1292,3 +1294,39 @@ def test_routes_remembered_stay_bounded_whatever_paths_clients_send(kaf: Kaf) ->
     assert resource._route.cache_info().currsize == 4096
     # A path longer than any route's with a valid name is matched, not kept.
     assert resource._route.cache_info().misses == 4200
+
+
+# -- the console -----------------------------------------------------------------------
+
+def test_console_serves_its_page_and_files_from_the_package(kaf: Kaf) -> None:
+    page = kaf.get("/console")
+    assert page.code == 200
+    assert page.header("Content-Type") == "text/html; charset=utf-8"
+    assert b'<script src="console/console.js">' in page.body
+    script = kaf.get("/console/console.js")
+    assert (script.code, script.header("Content-Type")) == (200, "text/javascript; charset=utf-8")
+    assert script.header("Content-Security-Policy").startswith("default-src 'self'")
+    assert kaf.get("/console/console.css").header("Content-Type") == "text/css; charset=utf-8"
+
+
+@pytest.mark.parametrize("path", ["/console/nope.js", "/console/..%2Fweb.py",
+                                  "/console/__init__.py"])
+def test_console_serves_no_other_file(kaf: Kaf, path: str) -> None:
+    kaf.get(path).assert_error(404)
+
+
+def test_a_browser_asking_for_the_root_is_sent_to_the_console(kaf: Kaf) -> None:
+    answer = kaf.answer(kaf.start("GET", "/", headers={
+        "Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}))
+    assert (answer.code, answer.header("Location")) == (302, "/console")
+
+
+def test_an_api_client_asking_for_the_root_gets_the_404_it_always_got(kaf: Kaf) -> None:
+    answer = kaf.answer(kaf.start("GET", "/", headers={"Accept": "*/*"}))
+    answer.assert_error(404, "unknown path '/'")
+
+
+def test_console_with_post_is_405(kaf: Kaf) -> None:
+    answer = kaf.post("/console", b"x")
+    answer.assert_error(405, "console: ")
+    assert answer.header("Allow") == "GET, HEAD"

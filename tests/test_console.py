@@ -1,0 +1,179 @@
+"""
+The web console at /console, in a real browser (headless Chromium driven
+by Selenium) against a real C{twistd -n kaf}; puts and reads around it go
+through curl, as a user's would.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from typing import Any, Iterator, List
+
+import pytest
+
+import browser
+from server import KafServer
+
+CURL = shutil.which("curl") or "curl"
+
+if browser.missing() and not os.environ.get("CI"):
+    pytest.skip("browser tests: %s" % (browser.missing(),), allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[KafServer]:
+    with tempfile.TemporaryDirectory(prefix="kaf-console-") as folder:
+        with KafServer(os.path.join(folder, "data"), ["--stats-interval", "1"]) as s:
+            yield s
+
+
+@pytest.fixture(scope="module")
+def driver() -> Iterator[Any]:
+    d = browser.start()
+    try:
+        yield d
+    finally:
+        browser.stop(d)
+
+
+def curl(*args: str) -> bytes:
+    done = subprocess.run([CURL, "-s", "-f", "--max-time", "20"] + list(args),
+                          stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+    assert done.returncode == 0, (args, done.returncode, done.stderr)
+    return done.stdout
+
+
+def put(server: KafServer, log: str, body: bytes) -> bytes:
+    done = subprocess.run([CURL, "-s", "-f", "--data-binary", "@-", server.url("/put/" + log)],
+                          input=body, capture_output=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def by_id(driver: Any, element_id: str) -> Any:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.ID, element_id)
+
+
+def rows(driver: Any) -> List[List[str]]:
+    from selenium.webdriver.common.by import By
+
+    return [[td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+            for tr in driver.find_elements(By.CSS_SELECTOR, "#logs-body tr")]
+
+
+def open_log(driver: Any, server: KafServer, log: str) -> None:
+    driver.get(server.url("/console#/log/" + log))
+    browser.until(driver, lambda d: by_id(d, "log-title").text == "Log " + log)
+
+
+def test_a_browser_opening_the_server_is_sent_to_the_console(
+        server: KafServer, driver: Any) -> None:
+    driver.get(server.url("/"))
+    browser.until(driver, lambda d: d.current_url.endswith("/console#/") or
+                  d.current_url.endswith("/console"))
+    assert driver.title == "Kaf console"
+    # curl, asking for anything, still gets the API's 404 line.
+    done = subprocess.run([CURL, "-s", server.url("/")], capture_output=True, timeout=30)
+    assert done.stdout.startswith(b"unknown path '/'")
+
+
+def test_the_console_lists_a_log_after_a_put_made_with_curl(
+        server: KafServer, driver: Any) -> None:
+    put(server, "orders", b"first order")
+    put(server, "orders", b"second order")
+    driver.get(server.url("/console"))
+    found = browser.until(driver, lambda d: [r for r in rows(d) if r and r[0] == "orders"])
+    [row] = found
+    assert row[1] == "2"            # last message number
+    assert row[3] == "%d B" % (len(b"KAF_DB|v1|0\nKAF_MSG|1|11\nfirst order"
+                                   b"\nKAF_MSG|2|12\nsecond order"),)
+    browser.screenshot(driver, "logs")
+
+
+def test_a_message_put_from_the_page_reads_back_with_the_same_bytes(
+        server: KafServer, driver: Any) -> None:
+    open_log(driver, server, "notes")
+    message = 'héllo, wörld — {"a": [1, 2]}\nsecond line'
+    by_id(driver, "put-body").send_keys(message)
+    by_id(driver, "put-send").click()
+    result = browser.until(driver, lambda d: by_id(d, "put-result").text)
+    assert result == "Put as message 1."
+    assert curl(server.url("/get/notes?from=1&format=raw")) == message.encode("utf-8") + b"\n"
+
+
+def test_archive_from_the_page_says_how_many_messages_stay_and_archives(
+        server: KafServer, driver: Any) -> None:
+    for i in range(1, 6):
+        put(server, "old", b"message %d" % (i,))
+    open_log(driver, server, "old")
+    by_id(driver, "archive-upto").send_keys("3")
+    by_id(driver, "archive-ask").click()
+    question = browser.until(driver, lambda d: by_id(d, "archive-question").text)
+    assert "up to 3?" in question and "2 messages stay" in question
+    assert json.loads(curl(server.url("/logs")))[0:0] == []
+    assert [l for l in json.loads(curl(server.url("/logs"))) if l["name"] == "old"][0]["first"] == 1
+    by_id(driver, "archive-yes").click()
+    result = browser.until(driver, lambda d: by_id(d, "archive-result").text)
+    assert result.startswith("Archived up to 3 into --old--") and result.endswith("; 2 kept.")
+    [entry] = [l for l in json.loads(curl(server.url("/logs"))) if l["name"] == "old"]
+    assert (entry["first"], entry["last"], entry["count"]) == (4, 5, 2)
+
+
+def test_cancelling_an_archive_archives_nothing(server: KafServer, driver: Any) -> None:
+    put(server, "kept", b"one")
+    open_log(driver, server, "kept")
+    by_id(driver, "archive-upto").send_keys("1")
+    by_id(driver, "archive-ask").click()
+    browser.until(driver, lambda d: by_id(d, "archive-confirm").is_displayed())
+    by_id(driver, "archive-no").click()
+    assert not by_id(driver, "archive-confirm").is_displayed()
+    [entry] = [l for l in json.loads(curl(server.url("/logs"))) if l["name"] == "kept"]
+    assert entry["count"] == 1
+
+
+def test_the_console_is_usable_375_pixels_wide(server: KafServer) -> None:
+    put(server, "narrow", b"x")
+    small = browser.start()
+    try:
+        # A phone's viewport (a window cannot be made that narrow).
+        small.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+            "width": 375, "height": 812, "deviceScaleFactor": 1, "mobile": True})
+        small.get(server.url("/console"))
+        assert small.execute_script("return window.innerWidth") == 375
+        browser.until(small, lambda d: [r for r in rows(d) if r and r[0] == "narrow"])
+        page_width = small.execute_script("return document.documentElement.scrollWidth")
+        assert page_width <= 375
+        for element_id in ("token", "token-use", "nav-logs", "nav-stats"):
+            assert by_id(small, element_id).is_displayed()
+        browser.screenshot(small, "logs-375px")
+    finally:
+        browser.stop(small)
+
+
+def test_every_control_has_a_label_and_is_reached_with_the_keyboard(
+        server: KafServer, driver: Any) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    open_log(driver, server, "orders")
+    for field in driver.find_elements(By.CSS_SELECTOR, "input, textarea"):
+        field_id = field.get_attribute("id")
+        assert driver.find_elements(By.CSS_SELECTOR, "label[for='%s']" % (field_id,)), field_id
+    for button in driver.find_elements(By.TAG_NAME, "button"):
+        if button.is_displayed():
+            assert button.text.strip(), button.get_attribute("id")
+    # Tab from the top reaches the put form's text box, and typing there works.
+    body = driver.find_element(By.TAG_NAME, "body")
+    body.click()
+    reached = []
+    for _ in range(40):
+        driver.switch_to.active_element.send_keys(Keys.TAB)
+        reached.append(driver.switch_to.active_element.get_attribute("id"))
+        if reached[-1] == "put-body":
+            break
+    assert reached[-1] == "put-body", reached
