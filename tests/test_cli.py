@@ -216,6 +216,17 @@ def test_copy_copies_a_log_and_resumes_after_a_partial_copy(
         assert ok(["tail", "c1copy", "-n", "1"], dest_url) == b"extra\n"
 
 
+def test_copy_of_an_archived_log_into_an_empty_destination_keeps_the_numbers(
+        url: str) -> None:
+    ok(["put", "arch", "--lines"], url, stdin=b"".join(b"m%d\n" % (i,) for i in range(1, 31)))
+    ok(["archive", "arch", "--upto", "20"], url)
+    out = ok(["copy", "--limit", "4", url + "/arch", url + "/archcopy"], url)
+    assert out.startswith(b"copied 10 messages (") and out.endswith(b"is at message 30\n")
+    assert ok(["get", "archcopy", "--format", "kaf"], url) == ok(
+        ["get", "arch", "--format", "kaf"], url)
+    assert ok(["get", "archcopy", "--from", "21", "--format", "raw"], url).startswith(b"m21\n")
+
+
 def test_copy_refuses_an_argument_that_is_not_server_url_slash_log(url: str) -> None:
     done = kaf(["copy", url, url + "/x"])
     assert done.returncode == 2
