@@ -104,6 +104,11 @@ class Log:
         self.errs = 0
 
     @property
+    def closing(self) -> bool:
+        """Is the log closing (the server stopping)?"""
+        return self._closing
+
+    @property
     def last(self) -> int:
         """The log's last number (SPEC 3.1)."""
         return self.file.last_num

@@ -28,7 +28,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.server import NOT_DONE_YET, Request, Site
 from werkzeug.exceptions import NotFound
 
-from kaf import _format, console
+from kaf import _format, console, sse
 from kaf.errors import BadRequest, ExpectMismatch, KafError, MessageTooLarge, UnknownLog
 from kaf.log import EMPTY as _EMPTY, Log, Reply
 from kaf.store import Store
@@ -164,11 +164,14 @@ class KafWeb:
         self.store.check(name, "get")
         args = _args(request)
         from_num = _int(args, b"from", "get", minimum=1, what="'from' message number")
+        fmt = _one(args, b"format", "get")
+        if fmt == b"sse" or (fmt is None and sse.wants_events(request.getHeader(b"Accept"))):
+            return self._stream(request, name, from_num)
         if from_num is None:
             raise BadRequest("get: missing 'from' message number")
-        fmt = _one(args, b"format", "get") or b"kaf"
+        fmt = fmt or b"kaf"
         if fmt not in (b"kaf", b"raw", b"json"):
-            raise BadRequest("get: invalid 'format' (must be kaf, raw or json)")
+            raise BadRequest("get: invalid 'format' (must be kaf, raw, json or sse)")
         limit = _int(args, b"limit", "get", minimum=1)
         limit = DEFAULT_LIMIT if limit is None else min(limit, MAX_LIMIT)
         wait = _seconds(args, b"wait", "get", self.max_wait)
@@ -198,6 +201,21 @@ class KafWeb:
             return result
 
         return read().addCallback(maybe_wait).addCallback(render).addBoth(release)
+
+    def _stream(self, request: IRequest, name: str, from_num: Optional[int]) -> Any:
+        """A live stream of Server-Sent Events; C{Last-Event-ID} resumes after it."""
+        resume = sse.resume_from(request.getHeader(b"Last-Event-ID"))
+        if resume is not None:
+            from_num = resume
+        if from_num is None:
+            raise BadRequest("get: missing 'from' message number")
+        if request.method == b"HEAD":
+            request.setHeader(b"Content-Type", sse.CONTENT_TYPE)
+            return b""
+        # A stream may wait for a log's first message.
+        log = self.store.get_or_create(name)
+        sse.LogStream(request, log, from_num, lambda: self.store.release(log)).start()
+        return NOT_DONE_YET
 
     @app.route("/archive/<path:name>")
     def archive(self, request: IRequest, name: str) -> Any:

@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from typing import Any, Iterator, List
 
 import pytest
@@ -177,3 +178,61 @@ def test_every_control_has_a_label_and_is_reached_with_the_keyboard(
         if reached[-1] == "put-body":
             break
     assert reached[-1] == "put-body", reached
+
+
+def shown(driver: Any, num: int) -> Any:
+    from selenium.webdriver.common.by import By
+
+    found = driver.find_elements(By.CSS_SELECTOR, "#messages li[data-num='%d']" % (num,))
+    return found[0] if found else None
+
+
+def test_the_live_tail_shows_a_message_put_after_the_page_opened_within_1s(
+        server: KafServer, driver: Any) -> None:
+    put(server, "live", b"before")
+    open_log(driver, server, "live")
+    browser.until(driver, lambda d: shown(d, 1))
+    started = time.monotonic()
+    assert put(server, "live", b"after the page opened") == b"2"
+    item = browser.until(driver, lambda d: shown(d, 2), timeout=1.0)
+    assert time.monotonic() - started <= 1.0
+    assert item.text.endswith("after the page opened")
+
+
+def test_each_message_is_shown_as_json_text_or_hex(server: KafServer, driver: Any) -> None:
+    put(server, "kinds", b'{"user":7,"tags":["a","b"]}')
+    put(server, "kinds", b"plain words")
+    put(server, "kinds", b"\x00\x01\xfe\xffbin")
+    open_log(driver, server, "kinds")
+    items = browser.until(driver, lambda d: [shown(d, n) for n in (1, 2, 3)]
+                          if all(shown(d, n) for n in (1, 2, 3)) else None)
+    kinds = [i.get_attribute("data-kind") for i in items]
+    assert kinds == ["json", "text", "hex"]
+    from selenium.webdriver.common.by import By
+    texts = [i.find_element(By.TAG_NAME, "pre").text for i in items]
+    assert texts[0] == '{\n  "user": 7,\n  "tags": [\n    "a",\n    "b"\n  ]\n}'
+    assert texts[1] == "plain words"
+    assert texts[2] == "000000  00 01 fe ff 62 69 6e"
+    browser.screenshot(driver, "log")
+
+
+def test_pause_holds_the_tail_and_resume_catches_up(server: KafServer, driver: Any) -> None:
+    put(server, "paused", b"one")
+    open_log(driver, server, "paused")
+    browser.until(driver, lambda d: shown(d, 1))
+    by_id(driver, "pause").click()
+    assert by_id(driver, "pause").text == "Resume"
+    put(server, "paused", b"two")
+    by_id(driver, "pause").click()
+    browser.until(driver, lambda d: shown(d, 2))
+    assert by_id(driver, "pause").text == "Pause"
+
+
+def test_jump_to_a_number_shows_the_log_from_there(server: KafServer, driver: Any) -> None:
+    for i in range(1, 11):
+        put(server, "jumps", b"j%d" % (i,))
+    open_log(driver, server, "jumps")
+    browser.until(driver, lambda d: shown(d, 10))
+    by_id(driver, "jump-to").send_keys("7")
+    by_id(driver, "jump-go").click()
+    browser.until(driver, lambda d: shown(d, 7) and not shown(d, 6))

@@ -1,0 +1,183 @@
+"""
+Live streams of a log as Server-Sent Events: the stored messages from a
+number on, then each new one as it is put.  The event framing is pure
+(L{events}); L{LogStream} is the producer that feeds one HTTP reply,
+reading the log only while the client's socket takes what it is sent.
+"""
+from __future__ import annotations
+
+import base64
+from typing import Callable, List, Optional, Sequence
+
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
+from zope.interface import implementer
+
+from kaf.log import Log, Reply
+
+#: How long a stream may stay silent: a comment line keeps proxies from
+#: closing it.
+KEEPALIVE = 15.0
+
+#: Messages and bytes read for one write of a stream.
+BATCH = 1000
+BATCH_BYTES = 1 << 20
+
+CONTENT_TYPE = b"text/event-stream"
+KEEPALIVE_LINE = b": keep-alive\n\n"
+
+
+def event(num: int, message: bytes) -> bytes:
+    """
+    One event: C{id:} the message number, the message in C{data:} lines.  A
+    line break in a message starts a new C{data:} line, which an SSE parser
+    joins back with a newline.  A message that is not UTF-8, or holds a
+    carriage return (which a parser takes for a line break too), is sent
+    as C{event: base64}, its data base64 on one line.
+    """
+    if b"\r" not in message:
+        try:
+            message.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+        else:
+            return b"id: %d\ndata: %s\n\n" % (num, message.replace(b"\n", b"\ndata: "))
+    return b"id: %d\nevent: base64\ndata: %s\n\n" % (num, base64.b64encode(message))
+
+
+def events(nums: Sequence[int], messages: Sequence[bytes]) -> bytes:
+    return b"".join([event(n, m) for n, m in zip(nums, messages)])
+
+
+@implementer(IPushProducer)
+class LogStream:
+    """
+    Streams one log into one request, from message C{from_num} on.  The
+    transport pauses it while the socket's buffer is full; it reads the next
+    batch only when resumed, so a reader that does not read costs one
+    batch at most.  It ends when the client goes away or the log closes.
+    """
+
+    log = Logger()
+
+    def __init__(self, request: IRequest, log: Log, from_num: int,
+                 done: Callable[[], None]) -> None:
+        """C{done} is called once when the stream ends, however it ends."""
+        self._request = request
+        self._log = log
+        self._next = from_num
+        self._done = done
+        self._paused = False
+        self._busy = False          # a read or a wait is under way
+        self._waiting: Optional["Deferred[None]"] = None
+        self._stopped = False
+
+    def start(self) -> None:
+        request = self._request
+        request.setHeader(b"Content-Type", CONTENT_TYPE)
+        request.setHeader(b"Cache-Control", b"no-cache")
+        # Proxies that buffer replies (nginx) pass this one on as it comes.
+        request.setHeader(b"X-Accel-Buffering", b"no")
+        request.registerProducer(self, True)
+        request.notifyFinish().addBoth(self._gone)
+        # The headers go out at once: the client knows the stream is open.
+        request.write(b": kaf stream from %d\n\n" % (self._next,))
+        self._step()
+
+    # -- IPushProducer ---------------------------------------------------------
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._step()
+
+    def stopProducing(self) -> None:
+        self._stop()
+
+    # -- the loop ----------------------------------------------------------------
+
+    def _step(self) -> None:
+        if self._stopped or self._paused or self._busy:
+            return
+        self._busy = True
+        d = maybeDeferred(self._log.get, self._next, BATCH, BATCH_BYTES)
+        d.addCallbacks(self._read, self._failed)
+
+    def _read(self, reply: Reply) -> None:
+        self._busy = False
+        if self._stopped:
+            return
+        s = reply.slice
+        if len(s):
+            self._next = s.nums[-1] + 1
+            self._request.write(events(s.nums, s.messages()))
+            self._step()
+            return
+        if self._log.closing:
+            self._finish()
+            return
+        self._busy = True
+        self._waiting = self._log.wait(self._next, KEEPALIVE)
+        self._waiting.addCallbacks(self._woken, self._failed)
+
+    def _woken(self, _: None) -> None:
+        self._waiting = None
+        self._busy = False
+        if self._stopped:
+            return
+        if self._log.last < self._next and not self._log.closing:
+            self._request.write(KEEPALIVE_LINE)
+        self._step()
+
+    def _failed(self, failure: Failure) -> None:
+        self._busy = False
+        self._waiting = None
+        if self._stopped:
+            return
+        # The headers are sent: all a stream can do is end.
+        self.log.warn("stream of log {name} ended: {reason}", name=self._log.name,
+                      reason=failure.getErrorMessage())
+        self._finish()
+
+    def _finish(self) -> None:
+        if self._stopped:
+            return
+        self._stop()
+        if getattr(self._request, "channel", None) is not None:
+            self._request.unregisterProducer()
+            self._request.finish()
+
+    def _gone(self, result: object) -> None:
+        self._stop()
+
+    def _stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None:
+            waiting.cancel()
+        self._done()
+
+
+def wants_events(accept: Optional[bytes]) -> bool:
+    """Does the Accept header ask for an event stream?"""
+    return accept is not None and CONTENT_TYPE in accept
+
+
+def resume_from(last_event_id: Optional[bytes]) -> Optional[int]:
+    """The number after a C{Last-Event-ID}, when it is one."""
+    if last_event_id is None:
+        return None
+    value = last_event_id.strip()
+    if not value.isdigit() or len(value) > 19:
+        return None
+    return int(value) + 1
+
+
+__all__: List[str] = ["event", "events", "LogStream", "wants_events", "resume_from"]
