@@ -148,9 +148,8 @@ class LogStream:
         if self._stopped:
             return
         self._stop()
-        if getattr(self._request, "channel", None) is not None:
-            self._request.unregisterProducer()
-            self._request.finish()
+        self._request.unregisterProducer()
+        self._request.finish()
 
     def _gone(self, result: object) -> None:
         self._stop()
