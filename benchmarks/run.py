@@ -81,6 +81,9 @@ SERVER_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECO
 #: the rate of B1 stops growing after 10,000-16,000).
 WARM_PYPY_REQUESTS = 20000
 
+#: wrk's threads (benchmarks/versus.py runs two, as the Go comparison did).
+WRK_THREADS = 1
+
 INSTALL_WRK = """wrk, the HTTP load generator, is missing.  On Debian or Ubuntu:
     apt-get update && apt-get install -y wrk"""
 
@@ -253,7 +256,7 @@ def wrk(settings: Settings, server: Server, path: str, script: str, args: List[s
     """Run wrk against C{server}; its summary plus both processes' CPU use."""
     url = "http://127.0.0.1:%d%s" % (server.port, path)
     argv = settings.client_prefix() + [
-        "wrk", "-t1", "-c%d" % (connections,), "-d%gs" % (duration,), "--timeout", "10s",
+        "wrk", "-t%d" % (min(WRK_THREADS, connections),), "-c%d" % (connections,), "-d%gs" % (duration,), "--timeout", "10s",
         "-s", os.path.join(LUA, script), url, "--"] + args
     server_cpu, client_cpu = server.cpu(), children_cpu()
     done = subprocess.run(argv, cwd=LUA, capture_output=True, text=True,

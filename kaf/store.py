@@ -88,6 +88,9 @@ class Store:
 
     def check(self, name: str, op: str, write: bool = False) -> None:
         """Refuse a bad name before anything touches the disk."""
+        # A loaded log's name was checked when it was loaded or created.
+        if name in self._logs and not (write and name.startswith("_")):
+            return
         problem = name_problem(name)
         if problem is not None:
             raise InvalidName("%s: %s" % (op, problem))

@@ -3,32 +3,30 @@ The HTTP API (SPEC section 3): Klein routes that parse a request, call the
 store and log services, and render the reply; domain errors become HTTP
 statuses in one place.  No file access here.
 
-Also the Site, whose channel refuses a body over the limit from its
-Content-Length before reading it, and cuts off a chunked body as soon as
-it passes the limit.
+Also each request's body limit, which kaf.http enforces before it reads
+the body.
 """
 from __future__ import annotations
 
 import json
 import re
 from functools import lru_cache, partial
-from io import BytesIO
 from typing import Any, Callable, List, Optional, Tuple
 from urllib.parse import unquote
 
 from klein import Klein
 from klein.resource import KleinResource
 from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
 from twisted.web import http_headers
 from twisted.web.iweb import IRequest
-from twisted.web.server import NOT_DONE_YET, Request, Site
+from twisted.web.server import NOT_DONE_YET
 from werkzeug.exceptions import NotFound
 
 from kaf import _format, console, sse
+from kaf.http import HTTPFactory
 from kaf.errors import BadRequest, ExpectMismatch, KafError, MessageTooLarge, UnknownLog
 from kaf.log import EMPTY as _EMPTY, Log, Reply
 from kaf.store import Store
@@ -42,7 +40,6 @@ if isinstance(_SPELLING, dict):
         _SPELLING[b"-".join([w.capitalize() for w in _name.split(b"-")])] = _name
 
 MAX_BATCH_BODY = 64 << 20
-IN_MEMORY_BODY = 8 << 20
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 10000
 MAX_REPLY_BYTES = 1 << 20
@@ -473,150 +470,7 @@ def _json_item(message: bytes) -> bytes:
         return json.dumps(text).encode("utf-8")
 
 
-# -- the Site: body limits before the body is read ----------------------------
-
-class KafRequest(Request):
-    """A request that stops reading a body as soon as it passes its limit."""
-
-    body_limit: Optional[int] = None
-    _received = 0
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        Request.__init__(self, *args, **kwargs)
-        # curl -d sends a form type: parsing bodies as forms costs ~40% of
-        # put speed, and a message is never a form.
-        self._parsePOSTFormSubmission = False
-
-    def gotLength(self, length: Optional[int]) -> None:
-        # Twisted spools any body over 100 kB to a temporary file; a body
-        # whose length is known and under the cap stays in memory.
-        if length is not None and length <= IN_MEMORY_BODY:
-            self.content = BytesIO()
-        else:
-            Request.gotLength(self, length)
-
-    def handleContentChunk(self, data: bytes) -> None:
-        self._received += len(data)
-        if self.body_limit is not None and self._received > self.body_limit:
-            self.channel.refuse_body(self.body_limit)
-            return
-        Request.handleContentChunk(self, data)
-
-
-class KafChannel(HTTPChannel):
-    """
-    Decides the body limit of each request from its path before the body
-    is read, and answers 413 and closes when a body is over it.
-    """
-
-    body_limit: Callable[[bytes, bytes], Optional[int]] = staticmethod(lambda c, p: None)
-    #: Seconds a client has to send a whole request (headers and body) once
-    #: it starts one: the idle timeout alone restarts on every byte, so a
-    #: client dribbling a byte at a time (slowloris) would hold on forever.
-    request_deadline = 60.0
-    _refused = False
-    _deadline: Optional[IDelayedCall] = None
-    _abort: Optional[IDelayedCall] = None
-
-    # A connection's two addresses never change: found once, not for every
-    # request (the local one costs a getsockname call each time).
-    _host: Any = None
-    _peer: Any = None
-
-    def getHost(self) -> Any:
-        if self._host is None:
-            self._host = HTTPChannel.getHost(self)
-        return self._host
-
-    def getPeer(self) -> Any:
-        if self._peer is None:
-            self._peer = HTTPChannel.getPeer(self)
-        return self._peer
-
-    def dataReceived(self, data: bytes) -> None:
-        if self._refused:
-            return
-        if self._deadline is None and not self._handlingRequest:
-            self._deadline = self.callLater(self.request_deadline, self._too_slow)
-        HTTPChannel.dataReceived(self, data)
-
-    # Once refused, whatever the client still sends is discarded, including
-    # the rest of a buffer already being parsed.
-    def lineReceived(self, line: bytes) -> None:
-        if not self._refused:
-            HTTPChannel.lineReceived(self, line)
-
-    def rawDataReceived(self, data: bytes) -> None:
-        if not self._refused:
-            HTTPChannel.rawDataReceived(self, data)
-
-    def allContentReceived(self) -> None:
-        self._cancel_deadline()
-        if not self._refused:
-            HTTPChannel.allContentReceived(self)
-
-    def _cancel_deadline(self) -> None:
-        if self._deadline is not None:
-            if self._deadline.active():
-                self._deadline.cancel()
-            self._deadline = None
-
-    def _too_slow(self) -> None:
-        self._deadline = None
-        self._refuse(408, "Request Timeout",
-                     "request not received within %g seconds\n" % (self.request_deadline,))
-
-    def connectionLost(self, reason: Failure) -> None:
-        self._cancel_deadline()
-        if self._abort is not None and self._abort.active():
-            self._abort.cancel()
-        HTTPChannel.connectionLost(self, reason)
-
-    # Twisted's parser answers a malformed request with a bare 400, and a
-    # line over its length limit with no answer at all: SPEC 3 wants a reason.
-    def _respondToBadRequestAndDisconnect(self) -> None:
-        self._refuse(400, "Bad Request", "request: malformed HTTP request\n")
-
-    def lineLengthExceeded(self, line: bytes) -> None:
-        self._refuse(400, "Bad Request",
-                     "request: a line of the request is over %d bytes\n" % (self.MAX_LENGTH,))
-
-    def allHeadersReceived(self) -> None:
-        req = self.requests[-1]
-        limit = self.body_limit(self._command, self._path)
-        req.body_limit = limit
-        if limit is not None and self.length is not None and self.length > limit:
-            self.refuse_body(limit)
-            return
-        HTTPChannel.allHeadersReceived(self)
-
-    def refuse_body(self, limit: int) -> None:
-        parts = self._path.split(b"?")[0].split(b"/")
-        op = parts[1].decode("latin-1") if len(parts) > 2 and parts[1] in (b"put", b"get",
-                                                                          b"archive") else "request"
-        self._refuse(413, "Payload Too Large", "%s: body over the limit of %d bytes\n" % (op, limit))
-
-    def _refuse(self, status: int, phrase: str, reason: str) -> None:
-        """Answer before the request is whole, then close."""
-        self._cancel_deadline()
-        if self._refused:
-            return
-        self._refused = True
-        body = reason.encode("utf-8")
-        self.transport.write(
-            b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
-            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
-            % (status, phrase.encode(), len(body), body))
-        # Discard what the client still sends, then close: closing at once
-        # with unread data would reset the connection before the client
-        # reads the 413.
-        half_close = getattr(self.transport, "loseWriteConnection", None)
-        if half_close is not None:
-            half_close()
-            self._abort = self.callLater(2.0, self.transport.abortConnection)
-        else:
-            self.transport.loseConnection()
-
+# -- body limits, decided from the request line before the body is read ----
 
 def body_limit_for(max_message_size: int) -> Callable[[bytes, bytes], Optional[int]]:
     """The largest body accepted for a request line's method and path."""
@@ -631,26 +485,7 @@ def body_limit_for(max_message_size: int) -> Callable[[bytes, bytes], Optional[i
     return limit
 
 
-class KafSite(Site):
-    """The Site, with Kaf's channel and request and no form parsing."""
-
-    requestFactory = KafRequest
-
-    def __init__(self, resource: Any, max_message_size: int, reactor: IReactorTime,
-                 access_log: bool = False, timeout: float = 75.0) -> None:
-        Site.__init__(self, resource, reactor=reactor, timeout=timeout)
-        self._body_limit = body_limit_for(max_message_size)
-        self._access_log = access_log
-
-    def protocol(self) -> _GenericHTTPChannelProtocol:  # type: ignore[override]
-        channel = KafChannel()
-        channel.body_limit = self._body_limit
-        return _GenericHTTPChannelProtocol(channel)
-
-    def log(self, request: Request) -> None:
-        if self._access_log:
-            Site.log(self, request)
-
-
-def make_site(web: KafWeb, reactor: IReactorTime, access_log: bool = False) -> KafSite:
-    return KafSite(web.resource(), web.max_message_size, reactor, access_log)
+def make_site(web: KafWeb, reactor: IReactorTime, access_log: bool = False) -> HTTPFactory:
+    """The HTTP server of Kaf's routes, with their body limits."""
+    return HTTPFactory(web.resource(), body_limit_for(web.max_message_size), reactor,
+                       access_log=access_log)

@@ -217,9 +217,9 @@ CASES: List[Tuple[str, bytes, int]] = [
     ("HTTP/9.9", b"GET /logs HTTP/9.9\r\nHost: kaf\r\n\r\n", 400),
     ("header line without a colon", request("GET", "/logs", headers=b"NoColonHere\r\n"), 400),
     ("header line of 20000 bytes",
-     request("GET", "/logs", headers=b"X-Big: " + b"a" * 20000 + b"\r\n"), 400),
+     request("GET", "/logs", headers=b"X-Big: " + b"a" * 20000 + b"\r\n"), 431),
     ("600 headers", request("GET", "/logs", headers=b"".join(
-        b"X-H%d: v\r\n" % (i,) for i in range(600))), 400),
+        b"X-H%d: v\r\n" % (i,) for i in range(600))), 431),
 ]
 
 

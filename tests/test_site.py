@@ -14,7 +14,8 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from kaf.store import Store
-from kaf.web import KafChannel, KafWeb, make_site
+from kaf.http import REQUEST_DEADLINE
+from kaf.web import KafWeb, make_site
 
 from conftest import sync_runner
 
@@ -41,7 +42,7 @@ def test_a_request_dribbled_too_slowly_is_answered_408_and_closed(
         protocol.dataReceived(request[i:i + 1])
         clock.advance(1)
     assert transport.value() == b""
-    clock.advance(KafChannel.request_deadline - len(request))
+    clock.advance(REQUEST_DEADLINE - len(request))
     answer = transport.value()
     assert answer.startswith(b"HTTP/1.1 408 ")
     assert answer.endswith(b"\r\n\r\nrequest not received within 60 seconds\n")
@@ -52,11 +53,11 @@ def test_a_request_sent_in_time_is_answered_and_leaves_no_deadline(
         site: Any, clock: Clock) -> None:
     protocol, transport = connect(site)
     protocol.dataReceived(b"GET /logs HTTP/1.1\r\n")
-    clock.advance(KafChannel.request_deadline - 1)
+    clock.advance(REQUEST_DEADLINE - 1)
     protocol.dataReceived(b"Host: x\r\n\r\n")
     assert transport.value().startswith(b"HTTP/1.1 200 ")
     assert transport.value().endswith(b"\r\n\r\n[]")
-    clock.advance(KafChannel.request_deadline)
+    clock.advance(REQUEST_DEADLINE)
     assert b"408" not in transport.value()
 
 
@@ -103,6 +104,5 @@ def test_a_connections_addresses_are_looked_up_once_for_all_its_requests(site: A
         protocol.dataReceived(b"GET /logs HTTP/1.1\r\nHost: x\r\n\r\n")
     assert transport.value().count(b"HTTP/1.1 200 ") == 3
     assert transport.asked <= 2
-    channel = protocol._channel
-    assert channel.getHost() == IPv4Address("TCP", "127.0.0.1", 7749)
-    assert channel.getPeer() == IPv4Address("TCP", "127.0.0.1", 40000)
+    assert protocol.getHost() == IPv4Address("TCP", "127.0.0.1", 7749)
+    assert protocol.getPeer() == IPv4Address("TCP", "127.0.0.1", 40000)
