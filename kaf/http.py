@@ -29,13 +29,14 @@ from klein._app import KleinRequest
 from klein.interfaces import IKleinRequest
 from twisted.internet.defer import Deferred
 from twisted.internet.abstract import FileDescriptor
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IProtocolNegotiationFactory, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.components import registerAdapter
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
 
 try:
     import httptools
@@ -793,6 +794,7 @@ class HTTPConnection(Protocol):
         self._timer = f.reactor.callLater(max(min(due) - now, 0.0), self._check_time)
 
 
+@implementer(IProtocolNegotiationFactory)
 class HTTPFactory(Factory):
     """Serves one resource (Kaf's Klein resource) over HTTP/1.1."""
 
@@ -810,6 +812,14 @@ class HTTPFactory(Factory):
         self.timeOut = timeout
         self._date = b""
         self._date_at = -1
+
+    def acceptableProtocols(self) -> List[bytes]:
+        """
+        What TLS connections may negotiate (ALPN): HTTP/1.1 alone.  Without
+        an answer here, the TLS handshake fails with an internal error with
+        the Twisted and pyOpenSSL releases of today.
+        """
+        return [b"http/1.1"]
 
     def startFactory(self) -> None:
         self.log.info("HTTP requests parsed by {parser}", parser=PARSER)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -26,7 +26,7 @@ def missing() -> Optional[str]:
     return None
 
 
-def start(width: int = 1280, height: int = 900) -> Any:
+def start(width: int = 1280, height: int = 900, flags: Sequence[str] = ()) -> Any:
     """A headless Chromium with its own empty profile, that reaches no network."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -39,7 +39,8 @@ def start(width: int = 1280, height: int = 900) -> Any:
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--disable-extensions",
-                 "--user-data-dir=" + profile, "--window-size=%d,%d" % (width, height)):
+                 "--user-data-dir=" + profile, "--window-size=%d,%d" % (width, height),
+                 *flags):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.kaf_profile = profile

@@ -333,3 +333,12 @@ def stopped_cleanly(code: int, sig: int, output: str) -> bool:
     a service, and Ctrl-C (SIGINT) both exit 0 (SPEC 1).
     """
     return code == 0 and "Server Shut Down." in output and "Traceback" not in output
+
+
+def self_signed(folder: str) -> Tuple[str, str]:
+    """A key and a self-signed certificate for 127.0.0.1, made with openssl."""
+    key, cert = os.path.join(folder, "key.pem"), os.path.join(folder, "cert.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-keyout", key, "-out", cert],
+                   check=True, capture_output=True, timeout=60)
+    return key, cert

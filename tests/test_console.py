@@ -16,7 +16,7 @@ from typing import Any, Iterator, List
 import pytest
 
 import browser
-from server import KafServer
+from server import KafServer, free_port, self_signed
 
 CURL = shutil.which("curl") or "curl"
 
@@ -236,3 +236,26 @@ def test_jump_to_a_number_shows_the_log_from_there(server: KafServer, driver: An
     by_id(driver, "jump-to").send_keys("7")
     by_id(driver, "jump-go").click()
     browser.until(driver, lambda d: shown(d, 7) and not shown(d, 6))
+
+
+def test_the_console_works_behind_tls(tmp_path: Any) -> None:
+    # A self-signed certificate for 127.0.0.1; the browser is told to take it.
+    key, cert = self_signed(str(tmp_path))
+    port = free_port()
+    listen = "ssl:%d:interface=127.0.0.1:privateKey=%s:certKey=%s" % (port, key, cert)
+    # Two plain ports as well: the server is ready once they answer, and
+    # every listener starts before the server serves.
+    with KafServer(str(tmp_path / "data"), ["--listen", listen], ports=2) as server:
+        secure = browser.start(flags=["--ignore-certificate-errors"])
+        try:
+            secure.get("https://127.0.0.1:%d/console#/log/tls" % (port,))
+            browser.until(secure, lambda d: by_id(d, "log-title").text == "Log tls")
+            by_id(secure, "put-body").send_keys("over tls")
+            by_id(secure, "put-send").click()
+            assert browser.until(secure, lambda d: by_id(d, "put-result").text) == (
+                "Put as message 1.")
+            item = browser.until(secure, lambda d: shown(d, 1))
+            assert item.text.endswith("over tls")
+        finally:
+            browser.stop(secure)
+        assert curl(server.url("/get/tls?from=1&format=raw")) == b"over tls\n"

@@ -22,7 +22,8 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from treq.client import HTTPClient
 
 from conftest import FIXTURES, copy_fixture
-from server import KafServer, free_port, read_log_strictly, run_twistd, stopped_cleanly
+from server import (KafServer, free_port, read_log_strictly, run_twistd, self_signed,
+                    stopped_cleanly)
 
 CURL = shutil.which("curl") or "curl"
 
@@ -342,6 +343,20 @@ def test_listen_on_two_tcp_ports_and_a_unix_socket_serves_on_each(data: str) -> 
     assert "listening on tcp:%d:interface=127.0.0.1" % (one,) in output
     assert "listening on tcp:%d:interface=127.0.0.1" % (two,) in output
     assert "listening on unix:%s" % (sock,) in output
+
+
+def test_listen_ssl_serves_over_tls(tmp_path: Any) -> None:
+    key, cert = self_signed(str(tmp_path))
+    port = free_port()
+    listen = "ssl:%d:interface=127.0.0.1:privateKey=%s:certKey=%s" % (port, key, cert)
+    # Two plain ports too: the server is ready once they answer, and every
+    # listener starts before it serves.
+    with KafServer(str(tmp_path / "data"), ["--listen", listen], ports=2):
+        url = "https://127.0.0.1:%d" % (port,)
+        put = curl("--cacert", cert, "--data-binary", "secret", url + "/put/tls")
+        assert (put.status, put.body) == (200, b"1")
+        got = curl("--cacert", cert, url + "/get/tls?from=1&format=raw")
+        assert got.body == b"secret\n"
 
 
 # -- options and start-up log ------------------------------------------------------
