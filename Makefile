@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: run test venv bench
+.PHONY: run test venv bench versus
 venv: $(BIN)/.installed
 
 $(BIN)/.installed: pyproject.toml setup.cfg setup.py
@@ -26,3 +26,7 @@ test: venv
 # Benchmarks (needs wrk: apt-get install -y wrk); see benchmarks/README.rst
 bench: venv
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+
+# Kaf beside the Go version (needs wrk and golang-go); see benchmarks/README.rst
+versus: venv
+	$(BIN)/python benchmarks/versus.py $(BENCH_ARGS)

@@ -470,7 +470,7 @@ class HTTPConnection(Protocol):
     _peer: Any = None
 
     def __init__(self) -> None:
-        self._parser = _make_parser(self)
+        self._parser: Any = None
         self._queue: Deque[Request] = deque()
         self._current: Optional[Request] = None
         self._incoming: Optional[Request] = None
@@ -492,6 +492,7 @@ class HTTPConnection(Protocol):
 
     def connectionMade(self) -> None:
         f = self.factory
+        self._parser = f.make_parser(self)
         self._last_read = f.reactor.seconds()
         self.transport.registerProducer(self, True)
         # Twisted's own socket transports (TCP, Unix): see send.
@@ -802,8 +803,10 @@ class HTTPFactory(Factory):
     log = Logger()
 
     def __init__(self, resource: Any, body_limit: Callable[[bytes, bytes], Optional[int]],
-                 reactor: IReactorTime, access_log: bool = False, timeout: float = 75.0
-                 ) -> None:
+                 reactor: IReactorTime, access_log: bool = False, timeout: float = 75.0,
+                 make_parser: Callable[[Any], Any] = _make_parser) -> None:
+        """C{make_parser}: L{PythonParser}, or httptools' where it loads."""
+        self.make_parser = make_parser
         self.resource = resource
         self.body_limit = body_limit
         self.reactor = reactor
@@ -822,7 +825,8 @@ class HTTPFactory(Factory):
         return [b"http/1.1"]
 
     def startFactory(self) -> None:
-        self.log.info("HTTP requests parsed by {parser}", parser=PARSER)
+        self.log.info("HTTP requests parsed by {parser}",
+                      parser=PARSER if self.make_parser is _make_parser else "pure Python")
 
     def date(self) -> bytes:
         """The Date header's value, made once a second."""
