@@ -4,11 +4,15 @@ the web layer maps them in one place; the message is the one-line reason.
 """
 from __future__ import annotations
 
+from typing import Callable, Optional
+
 
 class KafError(Exception):
     """A request Kaf refuses, with the reason given to the client."""
 
     status = 400
+    #: Seconds a client should wait before trying again, or None.
+    retry_after: Optional[int] = None
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -77,3 +81,40 @@ class ShuttingDown(KafError):
     """The server is stopping and takes no more writes."""
 
     status = 503
+
+
+class OutOfDescriptors(KafError):
+    """The process has no file descriptor left: nothing was done; try again soon."""
+
+    status = 503
+    retry_after = 1
+
+
+class Repeats:
+    """
+    Logs refusals one line per distinct reason: a reason repeated is only
+    counted, and its count logged at 10, 100, 1000 … repeats and when
+    another reason comes.  A full disk refuses every put the same way, and
+    a line (or a traceback) for each would fill the log in its turn.
+    """
+
+    def __init__(self, emit: Callable[[str], None]) -> None:
+        self._emit = emit
+        self._reason: Optional[str] = None
+        self._count = 0
+        self._logged = 0
+
+    def __call__(self, reason: str) -> None:
+        if reason == self._reason:
+            self._count += 1
+            if self._count >= 10 * self._logged:
+                self._emit_count()
+            return
+        if self._count > self._logged:
+            self._emit_count()
+        self._reason, self._count, self._logged = reason, 1, 1
+        self._emit(reason)
+
+    def _emit_count(self) -> None:
+        self._emit("%s (%d times)" % (self._reason, self._count))
+        self._logged = self._count

@@ -24,8 +24,10 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from kaf import _format
-from kaf.errors import KafError, ExpectMismatch, ShuttingDown, UnreadableLog, WriteFailed
-from kaf.logfile import LogFile, Slice
+from kaf.errors import (KafError, ExpectMismatch, OutOfDescriptors, ShuttingDown,
+                        UnreadableLog, WriteFailed)
+from kaf.logfile import NO_DESCRIPTOR_LEFT, NO_DESCRIPTORS, LogFile, Slice
+from kaf.openfiles import OpenFiles
 
 #: Runs a blocking callable off the reactor thread: f, *args -> Deferred.
 Runner = Callable[..., "Deferred[Any]"]
@@ -71,13 +73,16 @@ class Log:
 
     def __init__(self, file: LogFile, reactor: IReactorTime, blocking: Runner,
                  fsync: bool = True, gather: bool = False,
-                 syncing: Optional[Syncer] = None) -> None:
+                 syncing: Optional[Syncer] = None, files: Optional[OpenFiles] = None
+                 ) -> None:
         """
         C{blocking} runs blocking disk work off the reactor thread;
         C{syncing} does the fsyncs of group commit (by default, LogFile.sync
-        run by C{blocking}).
+        run by C{blocking}); C{files} bounds the logs with an open file (by
+        default, no bound).  The file is read on first use.
         """
         self.file = file
+        self._files = OpenFiles(1 << 62) if files is None else files
         self.name = file.name
         self._reactor = reactor
         self._blocking = blocking
@@ -188,7 +193,7 @@ class Log:
         batch, self._pending = self._pending, []
         if not batch:
             return succeed([])
-        d: "Deferred[Any]" = self._check_disk()
+        d: "Deferred[Any]" = self._attach()
         d.addCallback(lambda _: self._write(batch))
         d.addErrback(self._fail_all, batch)
         return d
@@ -244,6 +249,8 @@ class Log:
             f.restart(restart)
 
         def written(at: int) -> "Deferred[int]":
+            # Counted once a first write has created and opened the file.
+            self._files.used(self)
             if self._fsync:
                 return self._syncing(f, at).addCallback(lambda _: at)
             return succeed(at)
@@ -286,6 +293,52 @@ class Log:
                 done.errback(error)
         return []
 
+    # -- the open file --------------------------------------------------------
+
+    def _attach(self) -> "Deferred[None]":
+        """
+        Under the lock: have the file read, open and up to date.  A log is
+        read on its first use (repairs of SPEC 6 included), not at start-up;
+        a file closed to make room is opened again, and re-read only if
+        another program changed it meanwhile (rule 7).
+        """
+        f = self.file
+        if f.fd is not None or f.missing:
+            self._files.used(self)
+            return self._check_disk()
+        if not f.indexed:
+            d = self._blocking(f.open, self._reactor.seconds())
+            d.addCallback(self._opened, f)
+        elif f.error is None:
+            d = self._blocking(f.reattach)
+        else:
+            d = succeed(None)
+        d.addCallback(lambda _: self._files.used(self))
+        return d.addCallback(lambda _: self._check_disk())
+
+    def _opened(self, problems: List[str], f: LogFile) -> None:
+        if f.error is None:
+            index = f.index
+            self.log.info("log {name}: messages {first}-{last}, {size} bytes",
+                          name=self.name, first=index.nums[0] if len(index) else "none",
+                          last=f.last_num, size=f.size)
+        self._report(problems)
+
+    def close_file(self) -> None:
+        """Close the file to make room for another's (it opens again on next use)."""
+        self._lock.run(self._close_file)
+
+    def _close_file(self) -> None:
+        # Used again since it was chosen: it stays open.
+        if not self._files.holds(self):
+            self.file.close()
+
+    def described(self) -> "Deferred[None]":
+        """Fire once the file has been read, so its numbers are known (SPEC 3.4)."""
+        if self.file.indexed or self.file.missing:
+            return succeed(None)
+        return self._lock.run(self._attach)
+
     # -- live edits ------------------------------------------------------------
 
     def _check_disk(self) -> "Deferred[None]":
@@ -311,10 +364,20 @@ class Log:
     def get(self, from_num: int, limit: int, max_bytes: int) -> "Deferred[Reply]":
         """The messages numbered C{from_num} and after (SPEC 3.2)."""
         self.gets += 1
-        if self.file.changed_on_disk():
-            return self._lock.run(self._check_disk).addCallback(
-                lambda _: self._read(from_num, limit, max_bytes))
-        return self._read(from_num, limit, max_bytes)
+        f = self.file
+        if (f.fd is not None or f.missing) and not f.changed_on_disk():
+            self._files.used(self)
+            return self._read(from_num, limit, max_bytes)
+        # The read starts under the lock, so no eviction or swap comes
+        # between the file's opening and the read; a large read goes on
+        # after it, on its own descriptor.
+        return self._lock.run(self._attached_read, from_num, limit, max_bytes).addCallback(
+            lambda reading: reading[0])
+
+    def _attached_read(self, from_num: int, limit: int, max_bytes: int
+                       ) -> "Deferred[List[Deferred[Reply]]]":
+        return self._attach().addCallback(
+            lambda _: [maybeDeferred(self._read, from_num, limit, max_bytes)])
 
     def _read(self, from_num: int, limit: int, max_bytes: int) -> "Deferred[Reply]":
         f = self.file
@@ -332,7 +395,12 @@ class Log:
         # A large read leaves the reactor thread on its own handle, so a
         # swap of the file meanwhile cannot pull the file from under it.
         assert f.fd is not None
-        fd = os.dup(f.fd)
+        try:
+            fd = os.dup(f.fd)
+        except OSError as e:
+            if e.errno in NO_DESCRIPTORS:
+                raise OutOfDescriptors("get: " + NO_DESCRIPTOR_LEFT)
+            raise
         reader = LogFile(f.folder, f.name)
         reader.fd = fd
         reader.index = index
@@ -433,7 +501,7 @@ class Log:
                               name=self.name, upto=used, archive=name, kept=kept)
             return name, used, kept
 
-        return self._check_disk().addCallback(run).addCallback(swap)
+        return self._attach().addCallback(run).addCallback(swap)
 
     # -- shutdown ------------------------------------------------------------
 

@@ -13,10 +13,14 @@ from bisect import bisect_left
 from typing import List, NamedTuple, NoReturn, Optional, Sequence, Tuple
 
 from kaf import _format
-from kaf.errors import StorageFull, UnreadableLog, WriteFailed
+from kaf.errors import OutOfDescriptors, StorageFull, UnreadableLog, WriteFailed
 
 ARCHIVE_TMP = ".%s.archive-tmp"
 NEW_TMP = ".%s.new"
+
+#: The process (or the system) has no descriptor left.
+NO_DESCRIPTORS = (errno.EMFILE, errno.ENFILE)
+NO_DESCRIPTOR_LEFT = "no file descriptor left to open the log; nothing was done, try again"
 
 
 def utc_stamp(now: float) -> str:
@@ -86,6 +90,8 @@ class LogFile:
         self.error: Optional[str] = None
         #: The file was deleted by someone else; the next append re-creates it.
         self.missing = False
+        #: The file has been read (open ran): its index and numbers are known.
+        self.indexed = False
         self._stat_key: Optional[Tuple[int, int, int, int]] = None
 
     # -- opening and re-reading ------------------------------------------
@@ -100,14 +106,20 @@ class LogFile:
 
     def _write_new_file(self, start: int) -> None:
         tmp = os.path.join(self.folder, NEW_TMP % (self.name,))
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            os.write(fd, _format.db_header(start))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, self.path)
-        fsync_dir(self.folder)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                os.write(fd, _format.db_header(start))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, self.path)
+            fsync_dir(self.folder)
+        except OSError as e:
+            # On a full disk the temporary file would stay until the next
+            # start, one for every refused put to a new log.
+            _remove(tmp)
+            raise _write_error(e)
 
     def open(self, now: Optional[float] = None) -> List[str]:
         """
@@ -115,17 +127,46 @@ class LogFile:
         the problems found, as lines for the log.
         """
         self.close()
+        try:
+            fd = os.open(self.path, os.O_RDWR)
+        except OSError as e:
+            if e.errno in NO_DESCRIPTORS:
+                # Not the file's fault: it stays as it was, to be opened later.
+                raise OutOfDescriptors(NO_DESCRIPTOR_LEFT)
+            self._reset()
+            self.error = "cannot open: %s" % (e.strerror,)
+            return [self.error]
+        self._reset()
+        self.fd = fd
+        return self._scan_from(None, os.fstat(fd).st_size, now)
+
+    def _reset(self) -> None:
         self.index = _format.Index()
         self.error = None
         self.missing = False
+        self.indexed = True
+
+    def reattach(self) -> bool:
+        """
+        Open the file again after L{close}, keeping its index: true if it
+        is the file last read, unchanged.  Otherwise it stays closed, and
+        L{changed_on_disk} tells the caller to re-read it (rule 7).
+        """
+        assert self.fd is None and self.indexed
         try:
-            self.fd = os.open(self.path, os.O_RDWR)
-            st = os.fstat(self.fd)
+            fd = os.open(self.path, os.O_RDWR)
         except OSError as e:
-            self.close()
-            self.error = "cannot open: %s" % (e.strerror,)
-            return [self.error]
-        return self._scan_from(None, st.st_size, now)
+            if e.errno in NO_DESCRIPTORS:
+                raise OutOfDescriptors(NO_DESCRIPTOR_LEFT)
+            # Whatever stops it opening, a re-read finds and reports.
+            self._stat_key = None
+            return False
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != self._stat_key:
+            os.close(fd)
+            return False
+        self.fd = fd
+        return True
 
     def _scan_from(self, resume: Optional[Tuple[int, int]], size: int,
                    now: Optional[float]) -> List[str]:
@@ -201,6 +242,7 @@ class LogFile:
         swaps them (on the reactor thread) and closes this one.
         """
         new = LogFile(self.folder, self.name)
+        new.indexed = True
         new.start = self.start
         # Never hand out a number twice, whatever an edit did.
         new.last_num = self.last_num
@@ -218,7 +260,12 @@ class LogFile:
             new.index = index.copy()
             resume = ((index.end(len(index) - 1), index.num(len(index) - 1)) if len(index)
                       else (len(_format.db_header(self.start)), self.start))
-            new.fd = os.open(self.path, os.O_RDWR)
+            try:
+                new.fd = os.open(self.path, os.O_RDWR)
+            except OSError as e:
+                if e.errno in NO_DESCRIPTORS:
+                    raise OutOfDescriptors(NO_DESCRIPTOR_LEFT)
+                raise
             size = os.fstat(new.fd).st_size
             return new, ["grown by another program"] + new._scan_from(resume, size, now)
         return new, ["changed by another program: re-read"] + new.open(now)
@@ -272,7 +319,7 @@ class LogFile:
         """
         if self.error is not None:
             raise UnreadableLog("log %r: %s" % (self.name, self.error))
-        if self.missing or self.fd is None:
+        if self.missing:
             self._write_new_file(self.last_num)
             self.open()
             if self.error is not None:
@@ -384,24 +431,30 @@ class LogFile:
         kept_from = index.start(k) if k < len(index) else self.size
         header = _format.db_header(used)
         tmp = os.path.join(self.folder, ARCHIVE_TMP % (self.name,))
-        out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            os.write(out, header)
-            pos = kept_from
-            while pos < self.size:
-                chunk = os.pread(self.fd, min(1 << 20, self.size - pos), pos)
-                if not chunk:
-                    break
-                os.write(out, chunk)
-                pos += len(chunk)
-            os.fsync(out)
-        finally:
-            os.close(out)
+            out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                os.write(out, header)
+                pos = kept_from
+                while pos < self.size:
+                    chunk = os.pread(self.fd, min(1 << 20, self.size - pos), pos)
+                    if not chunk:
+                        break
+                    os.write(out, chunk)
+                    pos += len(chunk)
+                os.fsync(out)
+            finally:
+                os.close(out)
+        except OSError as e:
+            # The live file is untouched; a partial copy must not stay.
+            _remove(tmp)
+            raise _write_error(e, "archive")
         archive_name = self._link_archive(now)
         os.rename(tmp, self.path)
         fsync_dir(self.folder)
         new = index.tail(k, len(header) - kept_from)
         after = LogFile(self.folder, self.name)
+        after.indexed = True
         after.fd = os.open(self.path, os.O_RDWR)
         after.index = new
         after.start = used
@@ -421,10 +474,19 @@ class LogFile:
                 n += 1
 
 
-def _write_error(e: OSError) -> Exception:
+def _write_error(e: OSError, op: str = "put") -> Exception:
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return StorageFull("put: no space left on the disk; nothing was written")
-    return WriteFailed("put: write failed (%s); nothing was written" % (e.strerror,))
+        return StorageFull("%s: no space left on the disk; nothing was written" % (op,))
+    if e.errno in NO_DESCRIPTORS:
+        return OutOfDescriptors("%s: no file descriptor left; nothing was written" % (op,))
+    return WriteFailed("%s: write failed (%s); nothing was written" % (op, e.strerror))
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def tidy(folder: str, name: str) -> List[str]:

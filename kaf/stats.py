@@ -39,7 +39,7 @@ class Stats:
         self.statno += 1
         end = self._clock.seconds()
         logs: List[Dict[str, Any]] = []
-        for log in self._store.logs():
+        for log in self._store.used():
             gets, puts, errs = log.reset_counters()
             if log.name == STATS_LOG or not (gets or puts or errs):
                 continue

@@ -1,6 +1,10 @@
 """
-The data folder: log names, loading every log at start-up, finding and
+The data folder: log names, finding the logs at start-up, finding and
 creating logs (SPEC sections 1, 2 and 6).
+
+Start-up only lists the folder: a log's service and its reading of the
+file wait for the log's first use, so that a folder of a million logs
+starts in seconds, and an idle log costs only its name.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from kaf import logfile
 from kaf.errors import InvalidName, ReservedName
 from kaf.log import Log, Runner, Syncer
 from kaf.logfile import LogFile
+from kaf.openfiles import OpenFiles, default_limit
 
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,200}\Z")
 _TMP = re.compile(r"\.(.+)\.(?:archive-tmp|new)\Z")
@@ -43,48 +48,53 @@ class Store:
 
     def __init__(self, folder: str, reactor: IReactorTime, blocking: Runner,
                  fsync: bool = True, gather: bool = False,
-                 syncing: Optional[Syncer] = None) -> None:
+                 syncing: Optional[Syncer] = None, max_open: Optional[int] = None) -> None:
+        """C{max_open} bounds the logs with an open file (by default, from RLIMIT_NOFILE)."""
         self.folder = folder
         self._reactor = reactor
         self._blocking = blocking
         self._fsync = fsync
         self._gather = gather
         self._syncing = syncing
-        self._logs: Dict[str, Log] = {}
+        self.files = OpenFiles(default_limit() if max_open is None else max_open)
+        # None: a log found at start-up and not used since.
+        self._logs: Dict[str, Optional[Log]] = {}
 
     def _log(self, f: LogFile) -> Log:
-        return Log(f, self._reactor, self._blocking, self._fsync, self._gather, self._syncing)
+        return Log(f, self._reactor, self._blocking, self._fsync, self._gather, self._syncing,
+                   self.files)
+
+    def _found(self, name: str) -> Optional[Log]:
+        """The log named C{name} if it is known, its service made on first use."""
+        log = self._logs.get(name)
+        if log is None and name in self._logs:
+            log = self._logs[name] = self._log(LogFile(self.folder, name))
+        return log
 
     def load(self) -> None:
-        """Create the folder if missing and open every log in it."""
+        """
+        Create the folder if missing and find the logs in it; each is read
+        (and repaired, SPEC 6) on its first use.
+        """
         os.makedirs(self.folder, exist_ok=True)
-        names = sorted(os.listdir(self.folder))
-        for entry in names:
-            m = _TMP.match(entry)
+        with os.scandir(self.folder) as scan:
+            entries = sorted(scan, key=lambda e: e.name)
+        for entry in entries:
+            m = _TMP.match(entry.name)
             if m:
                 for line in logfile.tidy(self.folder, m.group(1)):
                     self.log.warn("{line}", line=line)
-        for entry in sorted(os.listdir(self.folder)):
-            if entry.startswith(".") or entry.startswith("--"):
+        for entry in entries:
+            name = entry.name
+            if name.startswith(".") or name.startswith("--"):
                 continue
-            path = os.path.join(self.folder, entry)
-            if name_problem(entry) is not None:
+            if name_problem(name) is not None:
                 self.log.warn("ignoring {entry!r} in the data folder: not a log name",
-                              entry=entry)
+                              entry=name)
                 continue
-            if not os.path.isfile(path):
-                continue
-            f = LogFile(self.folder, entry)
-            problems = f.open(self._reactor.seconds())
-            self._logs[entry] = self._log(f)
-            index = f.index
-            if f.error is None:
-                self.log.info(
-                    "log {name}: messages {first}-{last}, {size} bytes",
-                    name=entry, first=index.nums[0] if len(index) else "none",
-                    last=f.last_num, size=f.size)
-            for p in problems:
-                self.log.warn("log {name}: {problem}", name=entry, problem=p)
+            if entry.is_file():
+                self._logs[name] = None
+        self.log.info("{count} logs found", count=len(self._logs))
 
     def check(self, name: str, op: str, write: bool = False) -> None:
         """Refuse a bad name before anything touches the disk."""
@@ -101,7 +111,7 @@ class Store:
 
     def get(self, name: str) -> Optional[Log]:
         """The log named C{name}, or None when it does not exist."""
-        log = self._logs.get(name)
+        log = self._found(name)
         if log is not None and log.file.missing and log.last == 0:
             return None
         return log
@@ -111,7 +121,7 @@ class Store:
         The log named C{name}; a new one starts with no file, which its
         first write creates (off the reactor thread).
         """
-        log = self._logs.get(name)
+        log = self._found(name)
         if log is None:
             f = LogFile(self.folder, name)
             f.missing = True
@@ -125,10 +135,16 @@ class Store:
             del self._logs[log.name]
 
     def logs(self) -> List[Log]:
-        """Every existing log, sorted by name."""
-        return [log for name, log in sorted(self._logs.items())
-                if not (log.file.missing and log.last == 0)]
+        """Every existing log, sorted by name (their files not necessarily read yet)."""
+        logs = [self._found(name) for name in sorted(self._logs)]
+        return [log for log in logs if log is not None
+                and not (log.file.missing and log.last == 0)]
+
+    def used(self) -> List[Log]:
+        """The logs used since start-up, sorted by name."""
+        return sorted((log for log in self._logs.values() if log is not None),
+                      key=lambda log: log.name)
 
     def close(self) -> "Deferred[object]":
         """Finish every log's pending writes and close its file."""
-        return DeferredList([log.close() for log in self._logs.values()])
+        return DeferredList([log.close() for log in self._logs.values() if log is not None])

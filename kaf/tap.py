@@ -90,6 +90,8 @@ class KafOptions(usage.Options):
                                   "the operating system has it"],
         ["max-message-size", None, "5242880", "largest message accepted, in bytes"],
         ["max-wait", None, "60", "longest long-poll a client may ask for, in seconds"],
+        ["max-open-logs", None, None, "most log files open at once (default: half of the "
+                                      "open-file limit left after Kaf's own)"],
     ]
     optFlags = [
         ["access-log", None, "log every request (costs speed)"],
@@ -111,6 +113,8 @@ class KafOptions(usage.Options):
         self["stats-interval"] = _positive("stats-interval", self["stats-interval"], float)
         self["max-message-size"] = _positive("max-message-size", self["max-message-size"])
         self["max-wait"] = _positive("max-wait", self["max-wait"], float, zero=True)
+        if self["max-open-logs"] is not None:
+            self["max-open-logs"] = _positive("max-open-logs", self["max-open-logs"])
         # A data folder under a file is refused now; whether the folder
         # can be created and written is checked before anything listens.
         existing = os.path.abspath(self["data"])
@@ -237,7 +241,8 @@ def makeService(config: KafOptions, reactor: Optional[Any] = None) -> MultiServi
     syncing = SyncProcesses(reactor, blocking)
     reactor.addSystemEventTrigger("after", "shutdown", syncing.stop)
     store = Store(config["data"], reactor, blocking,
-                  fsync=config["fsync"] == "always", gather=True, syncing=syncing)
+                  fsync=config["fsync"] == "always", gather=True, syncing=syncing,
+                  max_open=config["max-open-logs"])
     StoreService(store, reactor).setServiceParent(top)
 
     stats = Stats(store, reactor)

@@ -16,7 +16,7 @@ from urllib.parse import unquote
 
 from klein import Klein
 from klein.resource import KleinResource
-from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
+from twisted.internet.defer import CancelledError, Deferred, gatherResults, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -27,7 +27,8 @@ from werkzeug.exceptions import NotFound
 
 from kaf import _format, console, sse
 from kaf.http import HTTPFactory
-from kaf.errors import BadRequest, ExpectMismatch, KafError, MessageTooLarge, UnknownLog
+from kaf.errors import (BadRequest, ExpectMismatch, KafError, MessageTooLarge, Repeats,
+                        UnknownLog)
 from kaf.log import EMPTY as _EMPTY, Log, Reply
 from kaf.store import Store
 
@@ -73,6 +74,7 @@ class KafWeb:
         self.store = store
         self.max_message_size = max_message_size
         self.max_wait = max_wait
+        self._refusals = Repeats(lambda line: self.log.warn("{reason}", reason=line))
 
     def resource(self) -> "KafResource":
         return KafResource(self.app)
@@ -90,8 +92,10 @@ class KafWeb:
         error = failure.value
         if isinstance(error, ExpectMismatch):
             request.setHeader(b"X-Kaf-LastMsg", b"%d" % (error.last,))
+        if error.retry_after is not None:
+            request.setHeader(b"Retry-After", b"%d" % (error.retry_after,))
         if error.status >= 500:
-            self.log.warn("{reason}", reason=error.reason)
+            self._refusals(error.reason)
         return _text(request, error.status, error.reason)
 
     @app.handle_errors(Exception)
@@ -234,21 +238,29 @@ class KafWeb:
         return log.archive(upto).addCallback(done)
 
     @app.route("/logs")
-    def logs(self, request: IRequest) -> bytes:
+    def logs(self, request: IRequest) -> Any:
         _method(request, "logs")
-        out = []
-        for log in self.store.logs():
-            f = log.file
-            entry: dict = {"name": log.name}
-            index = f.index
-            entry["first"] = index.nums[0] if len(index) else None
-            entry["last"] = f.last_num
-            entry["count"] = len(index)
-            entry["bytes"] = f.size
-            if f.error is not None:
-                entry["error"] = f.error
-            out.append(entry)
-        return _reply(request, JSON, json.dumps(out).encode())
+        logs = self.store.logs()
+
+        def listed(_: object) -> bytes:
+            out = []
+            for log in logs:
+                f = log.file
+                entry: dict = {"name": log.name}
+                index = f.index
+                entry["first"] = index.nums[0] if len(index) else None
+                entry["last"] = f.last_num
+                entry["count"] = len(index)
+                entry["bytes"] = f.size
+                if f.error is not None:
+                    entry["error"] = f.error
+                out.append(entry)
+            return _reply(request, JSON, json.dumps(out).encode())
+
+        # Logs not used since start-up are read first.
+        unread = [log.described() for log in logs if not log.file.indexed]
+        return gatherResults(unread, consumeErrors=True).addCallback(listed).addErrback(
+            lambda failure: failure.value.subFailure)
 
     @app.route("/console")
     def console_page(self, request: IRequest) -> bytes:

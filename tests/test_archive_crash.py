@@ -104,7 +104,9 @@ def test_archive_crash_loses_nothing_and_keeps_live_log(
     assert os.path.isfile(os.path.join(folder, "log"))
     assert not any(e.endswith(".archive-tmp") for e in os.listdir(folder))
     log = store.get("log")
-    assert log is not None and log.file.error is None
+    assert log is not None
+    log.described()
+    assert log.file.error is None
     assert every_message(folder) == {i + 1: m for i, m in enumerate(MESSAGES)}
     if not crashed:
         # The failure point lay beyond the archive's operations.

@@ -117,8 +117,12 @@ def test_a_put_to_a_go_log_continues_its_numbering(gokaf_data: str, clock: Clock
         assert f.read() == before + b"\nKAF_MSG|8|2\ns8"
 
 
-def test_load_logs_one_line_per_log(gokaf_data: str, clock: Clock, events: Events) -> None:
-    loaded(gokaf_data, clock)
+def test_a_log_is_read_on_first_use_and_logs_one_line(
+        gokaf_data: str, clock: Clock, events: Events) -> None:
+    store = loaded(gokaf_data, clock)
+    assert not any("small7" in line for line in events.lines(LogLevel.info))
+    for log in store.logs():
+        result(log.described())
     info = events.lines(LogLevel.info)
     small7 = [line for line in info if "small7" in line]
     assert len(small7) == 1
@@ -175,6 +179,7 @@ def test_a_log_with_a_bad_header_is_loaded_with_an_error_and_others_still_load(
     for name in ["broken", "empty"]:
         log = store.get(name)
         assert log is not None
+        result(log.described())
         assert log.file.error is not None and "not a Kaf log" in log.file.error
         assert any(name in w and "not a Kaf log" in w for w in events.lines(LogLevel.warn))
         with pytest.raises(UnreadableLog):

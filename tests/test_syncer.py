@@ -13,7 +13,7 @@ import pytest
 import pytest_twisted  # type: ignore[import-untyped]
 from twisted.internet import reactor
 
-from kaf.errors import WriteFailed
+from kaf.errors import OutOfDescriptors, WriteFailed
 from kaf.log import Log
 from kaf.logfile import LogFile
 from kaf.syncer import SyncProcess, SyncProcesses
@@ -129,7 +129,7 @@ async def test_a_process_that_cannot_start_fails_the_put_and_cuts_the_file_back(
         raise OSError(errno.EMFILE, "Too many open files")
 
     monkeypatch.setattr(subprocess, "Popen", no_process)
-    with pytest.raises(WriteFailed, match="Too many open files"):
+    with pytest.raises(OutOfDescriptors, match="no file descriptor left"):
         await log.put([b"lost"])
     assert file_bytes(log.file) == before
     monkeypatch.undo()

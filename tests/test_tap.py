@@ -48,6 +48,7 @@ def test_defaults() -> None:
     assert config["fsync"] == "always"
     assert config["max-message-size"] == 5242880
     assert config["max-wait"] == 60
+    assert config["max-open-logs"] is None
 
 
 def test_addr_becomes_a_tcp_endpoint() -> None:
@@ -64,12 +65,13 @@ def test_listen_is_repeatable_and_replaces_addr() -> None:
 
 def test_option_values_are_parsed() -> None:
     config = parse("--data", "/srv/kaf", "--stats-interval", "2.5", "--fsync", "never",
-                   "--max-message-size", "100", "--max-wait", "0")
+                   "--max-message-size", "100", "--max-wait", "0", "--max-open-logs", "7")
     assert config["data"] == "/srv/kaf"
     assert config["stats-interval"] == 2.5
     assert config["fsync"] == "never"
     assert config["max-message-size"] == 100
     assert config["max-wait"] == 0
+    assert config["max-open-logs"] == 7
 
 
 @pytest.mark.parametrize("args, option", [
@@ -89,6 +91,8 @@ def test_option_values_are_parsed() -> None:
     (["--max-wait", "inf"], "--max-wait"),
     (["--stats-interval", "soon"], "--stats-interval"),
     (["--max-wait", "-1"], "--max-wait"),
+    (["--max-open-logs", "0"], "--max-open-logs"),
+    (["--max-open-logs", "many"], "--max-open-logs"),
     (["--listen", "bogus:thing"], "--listen"),
     (["--listen", "tcp:notaport"], "--listen"),
 ])
