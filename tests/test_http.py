@@ -8,7 +8,7 @@ from __future__ import annotations
 import select
 import socket
 import time
-from typing import Any, Callable, Generator, List, Tuple
+from typing import Any, Generator, List, Tuple
 
 import pytest
 import pytest_twisted
