@@ -11,9 +11,10 @@ slow-client timeouts.  It reads no more from a client that does not read
 its replies: while the socket's send buffer is full, or requests wait
 behind the one being answered, the connection stops reading.
 
-Requests are parsed by httptools (llhttp, in C) where it loads, else by
-the pure-Python L{PythonParser} (PyPy, whose JIT runs it faster than a C
-extension through its emulation layer); L{PARSER} names the one chosen.
+Requests are parsed by httptools (llhttp, in C) where it is installed,
+else by the pure-Python L{PythonParser} (PyPy, where Kaf does not install
+the C extension); L{PARSER} names the one chosen, and the log names it at
+start.
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import select
 import socket
 import time
-from typing import Any, Callable, Generator, List, Tuple
+from typing import Any, Generator, List, Tuple
 
 import pytest
 import pytest_twisted
@@ -265,7 +265,6 @@ def test_a_client_that_does_not_read_its_replies_is_not_read_from(tmp_path: Any)
     # holds neither the requests nor the replies; all are answered once
     # the client reads.
     with KafServer(str(tmp_path / "data"), ["--fsync", "never"]) as server:
-        server.start()
         for _ in range(300):
             status, _, _ = split_response(talk(server.port, put("big", b"x" * 90, close=True)))
             assert status == 200
