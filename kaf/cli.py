@@ -240,8 +240,8 @@ async def cmd_copy(client: KafClient, args: argparse.Namespace) -> None:
         dest_url, dest_log = kc.split_log_url(args.dest)
     except ValueError as e:
         raise _Usage("copy: %s" % (e,))
-    source = KafClient(source_url, reactor=client.reactor)
-    dest = KafClient(dest_url, reactor=client.reactor)
+    source = KafClient(source_url, reactor=client.reactor, token=client.token)
+    dest = KafClient(dest_url, reactor=client.reactor, token=client.token)
     progress = Progress(sys.stderr)
     started = time.monotonic()
     result = await kc.copy_log(source, source_log, dest, dest_log, progress.update,
@@ -284,6 +284,9 @@ def parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 done, 1 error, 2 bad usage, 3 put --expect did not match.")
     p.add_argument("--url", default=os.environ.get("KAF_URL", kc.DEFAULT_URL),
                    help="the server (default: $KAF_URL or %s)" % (kc.DEFAULT_URL,))
+    p.add_argument("--token", default=os.environ.get("KAF_TOKEN"),
+                   help="the token for a server with --auth (default: $KAF_TOKEN; "
+                        "prefer the variable: a command line is visible to others)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -353,7 +356,7 @@ async def run(reactor: Any, args: argparse.Namespace,
     """Run one command; turn its failures into a line on stderr and an exit code."""
     code = 0
     try:
-        client = KafClient(args.url, treq=treq, reactor=reactor)
+        client = KafClient(args.url, treq=treq, reactor=reactor, token=args.token)
         await COMMANDS[args.command](client, args)
     except _Usage as e:
         _error("%s" % (e,))

@@ -216,7 +216,8 @@ class KafClient:
 
     def __init__(self, url: str = DEFAULT_URL, treq: Any = None,
                  reactor: Optional[IReactorTime] = None,
-                 timeout: Optional[float] = 300.0) -> None:
+                 timeout: Optional[float] = 300.0, token: Optional[str] = None) -> None:
+        """C{token}: sent as C{Authorization: Bearer} to a server with C{--auth}."""
         if "://" not in url:
             url = "http://" + url
         self.url = url.rstrip("/")
@@ -231,6 +232,7 @@ class KafClient:
         self._treq = treq
         self.reactor: IReactorTime = reactor  # type: ignore[assignment]
         self.timeout = timeout
+        self.token = token
 
     def __repr__(self) -> str:
         return "KafClient(%r)" % (self.url,)
@@ -372,7 +374,9 @@ class KafClient:
         return d.addErrback(self._no_reply, url)
 
     async def _exchange(self, method: bytes, url: str, body: Optional[bytes]) -> _Answer:
-        headers = {b"Content-Type": [b"application/octet-stream"]} if body is not None else None
+        headers = {b"Content-Type": [b"application/octet-stream"]} if body is not None else {}
+        if self.token:
+            headers[b"Authorization"] = [b"Bearer " + self.token.encode("utf-8")]
         response = await self._treq.request(method.decode(), url, data=body, headers=headers)
         content = await self._treq.content(response)
         answer = _Answer(response.code, content, response.headers)

@@ -23,6 +23,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
 
+from kaf.auth import Auth, AuthFileError
 from kaf.log import Runner
 from kaf.stats import Stats, StatsService
 from kaf.store import Store
@@ -92,6 +93,8 @@ class KafOptions(usage.Options):
         ["max-wait", None, "60", "longest long-poll a client may ask for, in seconds"],
         ["max-open-logs", None, None, "most log files open at once (default: half of the "
                                       "open-file limit left after Kaf's own)"],
+        ["auth", None, None, "a JSON file of tokens and the logs each may read, write and "
+                             "archive; read again on SIGHUP (default: no access control)"],
     ]
     optFlags = [
         ["access-log", None, "log every request (costs speed)"],
@@ -123,6 +126,11 @@ class KafOptions(usage.Options):
         if not os.path.isdir(existing):
             raise usage.UsageError("--data %r cannot be a folder: %r is a file"
                                    % (self["data"], existing))
+        if self["auth"] is not None:
+            try:
+                self["auth"] = Auth(self["auth"])
+            except AuthFileError as e:
+                raise usage.UsageError("--auth: %s" % (e,))
         if not self["listen"]:
             self["listen"] = [addr_endpoint(self["addr"])]
         for endpoint in self["listen"]:
@@ -222,6 +230,51 @@ def stop(reason: str) -> NoReturn:
     raise SystemExit(1)
 
 
+class AuthService(Service):
+    """Reads the C{--auth} file again on SIGHUP; a broken file keeps the old rules."""
+
+    log = Logger()
+
+    def __init__(self, auth: Auth, reactor: Any) -> None:
+        self.auth = auth
+        self._reactor = reactor
+
+    def startService(self) -> None:
+        Service.startService(self)
+        self.log.info("access control: {n} tokens from {path}",
+                      n=len(self.auth.rules.tokens), path=self.auth.path)
+        signal.signal(signal.SIGHUP, self._hangup)
+
+    def stopService(self) -> None:
+        Service.stopService(self)
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+    def _hangup(self, signum: int, frame: Any) -> None:
+        self._reactor.callFromThread(self.reload)
+
+    def reload(self) -> None:
+        problem = self.auth.reload()
+        if problem is None:
+            self.log.info("access control: {n} tokens read again from {path}",
+                          n=len(self.auth.rules.tokens), path=self.auth.path)
+        else:
+            self.log.warn("access control: {path} not used, the rules before stay: {problem}",
+                          path=self.auth.path, problem=problem)
+
+
+def loopback_only(endpoint: str) -> bool:
+    """Does a server endpoint string listen on a loopback address (or a UNIX socket) only?"""
+    kind, _, rest = endpoint.partition(":")
+    if kind in ("unix", "systemd"):
+        return True
+    for part in re.split(r"(?<!\\):", rest):
+        key, eq, value = part.partition("=")
+        if eq and key == "interface":
+            value = value.replace("\\:", ":")
+            return value in ("::1", "localhost") or value.startswith("127.")
+    return False
+
+
 def thread_runner(reactor: Any) -> Runner:
     def run(f: Any, *args: Any) -> "Deferred[Any]":
         return deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
@@ -248,8 +301,17 @@ def makeService(config: KafOptions, reactor: Optional[Any] = None) -> MultiServi
     stats = Stats(store, reactor)
     StatsService(stats, config["stats-interval"], reactor).setServiceParent(top)
 
+    auth = config["auth"]
+    if auth is not None:
+        AuthService(auth, reactor).setServiceParent(top)
+    else:
+        for endpoint in config["listen"]:
+            if not loopback_only(endpoint):
+                Logger().warn("listening on {endpoint} to every host, with no --auth: "
+                              "anyone who reaches it may read, write and archive",
+                              endpoint=endpoint)
     web = KafWeb(store, max_message_size=config["max-message-size"],
-                 max_wait=config["max-wait"])
+                 max_wait=config["max-wait"], auth=auth)
     site = make_site(web, reactor, access_log=config["access-log"])
     for endpoint in config["listen"]:
         service = Listener(serverFromString(reactor, endpoint), site)

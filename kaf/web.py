@@ -26,6 +26,7 @@ from twisted.web.server import NOT_DONE_YET
 from werkzeug.exceptions import NotFound
 
 from kaf import _format, console, sse
+from kaf.auth import LOGS, Auth, Refused
 from kaf.http import HTTPFactory
 from kaf.errors import (BadRequest, ExpectMismatch, KafError, MessageTooLarge, Repeats,
                         UnknownLog)
@@ -70,11 +71,18 @@ class KafWeb:
     log = Logger()
 
     def __init__(self, store: Store, max_message_size: int = 5 << 20,
-                 max_wait: float = 60.0) -> None:
+                 max_wait: float = 60.0, auth: Optional[Auth] = None) -> None:
+        """C{auth}: the access rules of C{--auth}; None serves everyone."""
         self.store = store
+        self.auth = auth
         self.max_message_size = max_message_size
         self.max_wait = max_wait
         self._refusals = Repeats(lambda line: self.log.warn("{reason}", reason=line))
+
+    def _allow(self, request: IRequest, right: str, name: str, op: str) -> None:
+        """Refuse (L{Refused}) a request whose token may not do C{right} on C{name}."""
+        if self.auth is not None:
+            self.auth.rules.check(request.getHeader(b"Authorization"), right, name, op)
 
     def resource(self) -> "KafResource":
         return KafResource(self.app)
@@ -98,6 +106,13 @@ class KafWeb:
             self._refusals(error.reason)
         return _text(request, error.status, error.reason)
 
+    @app.handle_errors(Refused)
+    def _refused(self, request: IRequest, failure: Failure) -> bytes:
+        error = failure.value
+        if error.status == 401:
+            request.setHeader(b"WWW-Authenticate", b'Bearer realm="kaf"')
+        return _text(request, error.status, error.reason)
+
     @app.handle_errors(Exception)
     def _unexpected(self, request: IRequest, failure: Failure) -> bytes:
         self.log.failure("unexpected error", failure)
@@ -109,6 +124,7 @@ class KafWeb:
     def put(self, request: IRequest, name: str) -> Any:
         _method(request, "put")
         self.store.check(name, "put", write=True)
+        self._allow(request, "write", name, "put")
         args = _args(request)
         expect = _int(args, b"expect", "put", minimum=0)
         first = _int(args, b"first", "put", minimum=1)
@@ -163,6 +179,7 @@ class KafWeb:
     def get(self, request: IRequest, name: str) -> Any:
         _method(request, "get")
         self.store.check(name, "get")
+        self._allow(request, "read", name, "get")
         args = _args(request)
         from_num = _int(args, b"from", "get", minimum=1, what="'from' message number")
         fmt = _one(args, b"format", "get")
@@ -222,6 +239,7 @@ class KafWeb:
     def archive(self, request: IRequest, name: str) -> Any:
         _method(request, "archive")
         self.store.check(name, "archive")
+        self._allow(request, "archive", name, "archive")
         upto = _int(_args(request), b"upto", "archive", minimum=1,
                     what="'upto' message number")
         if upto is None:
@@ -241,6 +259,12 @@ class KafWeb:
     def logs(self, request: IRequest) -> Any:
         _method(request, "logs")
         logs = self.store.logs()
+        if self.auth is not None:
+            self._allow(request, "read", LOGS, "logs")
+            # A token sees only the logs it may read.
+            readable = set(self.auth.rules.readable(
+                request.getHeader(b"Authorization"), [log.name for log in logs]))
+            logs = [log for log in logs if log.name in readable]
 
         def listed(_: object) -> bytes:
             out = []

@@ -194,6 +194,14 @@ class KafServer:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def wait_for_output(self, text: str, timeout: float = 10.0) -> None:
+        """Return once the server has logged C{text} (a separate process: a bounded poll)."""
+        deadline = time.monotonic() + timeout
+        while text not in self.output():
+            if time.monotonic() > deadline:
+                raise AssertionError("the server did not log %r:\n%s" % (text, self.output()))
+            time.sleep(0.02)
+
     def output(self) -> str:
         """Everything the process logged so far."""
         try:
@@ -223,7 +231,8 @@ def _answers_tcp(port: int) -> bool:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
     try:
         conn.request("GET", "/logs")
-        return conn.getresponse().status == 200
+        # 401: a server with --auth answers too.
+        return conn.getresponse().status in (200, 401)
     except (OSError, http.client.HTTPException):
         return False
     finally:
@@ -233,7 +242,7 @@ def _answers_tcp(port: int) -> bool:
 def _answers_unix(path: str) -> bool:
     try:
         status, _, _ = unix_request(path, b"GET /logs HTTP/1.0\r\nHost: kaf\r\n\r\n")
-        return status == 200
+        return status in (200, 401)
     except OSError:
         return False
 

@@ -259,3 +259,32 @@ def test_the_console_works_behind_tls(tmp_path: Any) -> None:
         finally:
             browser.stop(secure)
         assert curl(server.url("/get/tls?from=1&format=raw")) == b"over tls\n"
+
+
+def test_with_auth_a_wrong_token_shows_a_clear_message_and_the_right_one_works(
+        tmp_path: Any, driver: Any) -> None:
+    rules = tmp_path / "auth.json"
+    rules.write_text(json.dumps({"tokens": [
+        {"name": "web", "token": "console-token-1", "read": ["*"], "write": ["*"]}]}))
+    with KafServer(str(tmp_path / "data"), ["--auth", str(rules)]) as secured:
+        done = subprocess.run([CURL, "-s", "-f", "-H", "Authorization: Bearer console-token-1",
+                               "--data-binary", "x", secured.url("/put/guarded")],
+                              capture_output=True, timeout=30)
+        assert done.stdout == b"1"
+        driver.get(secured.url("/console"))
+        status = browser.until(driver, lambda d: by_id(d, "status").text)
+        assert status == "This server wants a token: enter it above."
+        by_id(driver, "token").send_keys("not-the-token")
+        by_id(driver, "token-use").click()
+        assert browser.until(driver, lambda d: by_id(d, "status").text.startswith(
+            "The token was refused")) is True
+        browser.screenshot(driver, "wrong-token")
+        token = by_id(driver, "token")
+        token.clear()
+        token.send_keys("console-token-1")
+        by_id(driver, "token-use").click()
+        browser.until(driver, lambda d: [r for r in rows(d) if r and r[0] == "guarded"])
+        assert driver.execute_script("return sessionStorage.getItem('kaf-token')") == (
+            "console-token-1")
+        assert driver.execute_script("return localStorage.length") == 0
+        driver.execute_script("sessionStorage.clear()")
