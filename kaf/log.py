@@ -275,15 +275,20 @@ class Log:
         if f.fd is not None or f.missing:
             self._files.used(self)
             return self._check_disk()
+        if f.indexed and f.error is not None:
+            return self._check_disk()
+        self._files.opening()
         if not f.indexed:
             d = self._blocking(f.open, self._reactor.seconds())
             d.addCallback(self._opened, f)
-        elif f.error is None:
-            d = self._blocking(f.reattach)
         else:
-            d = succeed(None)
-        d.addCallback(lambda _: self._files.used(self))
+            d = self._blocking(f.reattach)
+        d.addBoth(self._counted)
         return d.addCallback(lambda _: self._check_disk())
+
+    def _counted(self, result: Any) -> Any:
+        self._files.opened(self)
+        return result
 
     def _opened(self, problems: List[str], f: LogFile) -> None:
         if f.error is None:
