@@ -67,6 +67,11 @@ class Log:
     """The service of one log."""
 
     log = Logger()
+    # A node may serve a hundred thousand logs: no instance dictionary.
+    __slots__ = ("file", "name", "_reactor", "_blocking", "_syncing", "_fsync", "_lock",
+                 "_pending", "_flush_scheduled", "_gather", "_waiters", "_wait_keys",
+                 "_unanswered", "_answer_call", "_closing", "_files", "gets", "puts", "errs",
+                 "__weakref__")
 
     def __init__(self, file: LogFile, reactor: IReactorTime, blocking: Runner,
                  fsync: bool = True, gather: bool = False,

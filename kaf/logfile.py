@@ -77,6 +77,9 @@ class LogFile:
     number of its last message, or the number it continues from.
     """
 
+    __slots__ = ("folder", "name", "path", "fd", "index", "start", "last_num", "size",
+                 "error", "missing", "indexed", "_stat_key")
+
     def __init__(self, folder: str, name: str) -> None:
         self.folder = folder
         self.name = name
