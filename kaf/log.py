@@ -70,6 +70,11 @@ class Log:
     """The service of one log."""
 
     log = Logger()
+    # A node may serve a hundred thousand logs: no instance dictionary.
+    __slots__ = ("file", "name", "_reactor", "_blocking", "_syncing", "_fsync", "_lock",
+                 "_pending", "_flush_scheduled", "_gather", "_waiters", "_wait_keys",
+                 "_unanswered", "_answer_call", "_closing", "_files", "gets", "puts", "errs",
+                 "__weakref__")
 
     def __init__(self, file: LogFile, reactor: IReactorTime, blocking: Runner,
                  fsync: bool = True, gather: bool = False,
@@ -306,15 +311,20 @@ class Log:
         if f.fd is not None or f.missing:
             self._files.used(self)
             return self._check_disk()
+        if f.indexed and f.error is not None:
+            return self._check_disk()
+        self._files.opening()
         if not f.indexed:
             d = self._blocking(f.open, self._reactor.seconds())
             d.addCallback(self._opened, f)
-        elif f.error is None:
-            d = self._blocking(f.reattach)
         else:
-            d = succeed(None)
-        d.addCallback(lambda _: self._files.used(self))
+            d = self._blocking(f.reattach)
+        d.addBoth(self._counted)
         return d.addCallback(lambda _: self._check_disk())
+
+    def _counted(self, result: Any) -> Any:
+        self._files.opened(self)
+        return result
 
     def _opened(self, problems: List[str], f: LogFile) -> None:
         if f.error is None:

@@ -77,6 +77,9 @@ class LogFile:
     number of its last message, or the number it continues from.
     """
 
+    __slots__ = ("folder", "name", "path", "fd", "index", "start", "last_num", "size",
+                 "error", "missing", "indexed", "_stat_key")
+
     def __init__(self, folder: str, name: str) -> None:
         self.folder = folder
         self.name = name
@@ -138,7 +141,12 @@ class LogFile:
             return [self.error]
         self._reset()
         self.fd = fd
-        return self._scan_from(None, os.fstat(fd).st_size, now)
+        try:
+            return self._scan_from(None, os.fstat(fd).st_size, now)
+        except OutOfDescriptors:
+            self.close()
+            self.indexed = False
+            raise
 
     def _reset(self) -> None:
         self.index = _format.Index()
@@ -177,7 +185,14 @@ class LogFile:
             # Remembered, so that only a real edit makes it re-read (rule 7).
             self._remember()
             return [self.error]
-        with mmap.mmap(self.fd, size, access=mmap.ACCESS_READ) as mm:
+        try:
+            # mmap holds a duplicate of the descriptor.
+            mapped = mmap.mmap(self.fd, size, access=mmap.ACCESS_READ)
+        except OSError as e:
+            if e.errno in NO_DESCRIPTORS:
+                raise OutOfDescriptors(NO_DESCRIPTOR_LEFT)
+            raise
+        with mapped as mm:
             if resume is None:
                 head = _format.parse_db_header(mm)
                 if head is None:
@@ -267,7 +282,11 @@ class LogFile:
                     raise OutOfDescriptors(NO_DESCRIPTOR_LEFT)
                 raise
             size = os.fstat(new.fd).st_size
-            return new, ["grown by another program"] + new._scan_from(resume, size, now)
+            try:
+                return new, ["grown by another program"] + new._scan_from(resume, size, now)
+            except OutOfDescriptors:
+                new.close()
+                raise
         return new, ["changed by another program: re-read"] + new.open(now)
 
     def _grown_by_records(self) -> bool:

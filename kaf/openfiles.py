@@ -34,6 +34,8 @@ class OpenFiles:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._logs: "OrderedDict[Log, None]" = OrderedDict()
+        #: Files being opened off the reactor thread: they count already.
+        self._opening = 0
 
     def __len__(self) -> int:
         return len(self._logs)
@@ -47,7 +49,21 @@ class OpenFiles:
         if log.file.fd is None:
             return
         logs[log] = None
-        while len(logs) > self.limit:
+        self._evict()
+
+    def opening(self) -> None:
+        """A file is about to be opened: close the least recent first, to make room."""
+        self._opening += 1
+        self._evict()
+
+    def opened(self, log: "Log") -> None:
+        """The file that L{opening} announced is open (or failed to open)."""
+        self._opening -= 1
+        self.used(log)
+
+    def _evict(self) -> None:
+        logs = self._logs
+        while logs and len(logs) + self._opening > self.limit:
             victim, _ = logs.popitem(last=False)
             victim.close_file()
 

@@ -281,10 +281,18 @@ class KafWeb:
                 out.append(entry)
             return _reply(request, JSON, json.dumps(out).encode())
 
-        # Logs not used since start-up are read first.
-        unread = [log.described() for log in logs if not log.file.indexed]
-        return gatherResults(unread, consumeErrors=True).addCallback(listed).addErrback(
-            lambda failure: failure.value.subFailure)
+        # Logs not used since start-up are read first, a few at a time:
+        # each holds a descriptor while it is read.
+        unread = [log for log in logs if not log.file.indexed]
+
+        def read_some(_: object = None) -> Any:
+            some = [unread.pop().described() for _ in range(min(16, len(unread)))]
+            if not some:
+                return listed(None)
+            return gatherResults(some, consumeErrors=True).addCallbacks(
+                read_some, lambda failure: failure.value.subFailure)
+
+        return read_some()
 
     @app.route("/console")
     def console_page(self, request: IRequest) -> bytes:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -73,9 +74,12 @@ class KafServer:
     """
 
     def __init__(self, data: str, args: Sequence[str] = (), ports: int = 1,
-                 unix: Optional[str] = None, workdir: Optional[str] = None,
+                 unix: Optional[str] = None, nofile: Optional[int] = None,
+                 workdir: Optional[str] = None,
                  twistd_flags: Sequence[str] = ("-n", "--pidfile=")) -> None:
+        """C{nofile}: the process's RLIMIT_NOFILE (by default, this one's)."""
         self.data = data
+        self.nofile = nofile
         self.args = list(args)
         self.nports = ports
         self.unix = unix
@@ -137,8 +141,13 @@ class KafServer:
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 self.command(), cwd=self._workdir, stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, preexec_fn=default_signals)
+                stdout=log, stderr=subprocess.STDOUT, preexec_fn=self._limit)
         self.returncode = None
+
+    def _limit(self) -> None:
+        default_signals()
+        if self.nofile is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     def _wait_ready(self) -> None:
         # The one poll loop of the tests: a separate process, bounded deadline.
