@@ -62,6 +62,18 @@ class SyncProcesses:
         d.addErrback(self._failed, f, undo_to)
         return d
 
+    def ping(self, fd: int) -> "Deferred[None]":
+        """fsync C{fd} (a folder, say) in a helper: does a helper answer?"""
+        children = self._children
+        child = min(children, key=SyncProcess.load) if children else None
+        try:
+            if child is None:
+                child = SyncProcess(self._reactor, self._forget)
+                children.append(child)
+            return child.sync(fd)
+        except OSError as e:
+            return fail(e)
+
     def _failed(self, failure: Failure, f: LogFile, undo_to: int) -> "Deferred[None]":
         e = failure.value
         if not isinstance(e, OSError):

@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from kaf.auth import Auth, AuthFileError
+from kaf.health import Readiness
 from kaf.log import Runner
 from kaf.stats import Stats, StatsService
 from kaf.store import Store
@@ -310,8 +311,11 @@ def makeService(config: KafOptions, reactor: Optional[Any] = None) -> MultiServi
                 Logger().warn("listening on {endpoint} to every host, with no --auth: "
                               "anyone who reaches it may read, write and archive",
                               endpoint=endpoint)
+    fsync = config["fsync"] == "always"
+    # With --fsync never no helper is ever used, so none is asked.
+    readiness = Readiness(config["data"], reactor, ping=syncing.ping if fsync else None)
     web = KafWeb(store, max_message_size=config["max-message-size"],
-                 max_wait=config["max-wait"], auth=auth)
+                 max_wait=config["max-wait"], auth=auth, readiness=readiness)
     site = make_site(web, reactor, access_log=config["access-log"])
     for endpoint in config["listen"]:
         service = Listener(serverFromString(reactor, endpoint), site)

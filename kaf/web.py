@@ -27,6 +27,7 @@ from werkzeug.exceptions import NotFound
 
 from kaf import _format, console, sse
 from kaf.auth import LOGS, Auth, Refused
+from kaf.health import Readiness
 from kaf.http import HTTPFactory
 from kaf.errors import (BadRequest, ExpectMismatch, KafError, MessageTooLarge, Repeats,
                         UnknownLog)
@@ -61,6 +62,8 @@ _HINTS = {
     "archive": ("POST", "archive: use POST, e.g. curl -X POST '{url}?upto=100'"),
     "logs": ("GET, HEAD", "logs: use GET, e.g. curl {url}"),
     "console": ("GET, HEAD", "console: open it in a browser, {url}"),
+    "health": ("GET, HEAD", "health: use GET, e.g. curl {url}"),
+    "ready": ("GET, HEAD", "ready: use GET, e.g. curl {url}"),
 }
 
 
@@ -71,12 +74,14 @@ class KafWeb:
     log = Logger()
 
     def __init__(self, store: Store, max_message_size: int = 5 << 20,
-                 max_wait: float = 60.0, auth: Optional[Auth] = None) -> None:
+                 max_wait: float = 60.0, auth: Optional[Auth] = None,
+                 readiness: Optional[Readiness] = None) -> None:
         """C{auth}: the access rules of C{--auth}; None serves everyone."""
         self.store = store
         self.auth = auth
         self.max_message_size = max_message_size
         self.max_wait = max_wait
+        self.readiness = readiness
         self._refusals = Repeats(lambda line: self.log.warn("{reason}", reason=line))
 
     def _allow(self, request: IRequest, right: str, name: str, op: str) -> None:
@@ -311,6 +316,24 @@ class KafWeb:
         request.setHeader(b"X-Content-Type-Options", b"nosniff")
         request.setHeader(b"Cache-Control", b"no-cache")
         return _reply(request, kind, body)
+
+    @app.route("/health")
+    def health(self, request: IRequest) -> bytes:
+        _method(request, "health")
+        return _reply(request, TEXT, b"ok\n")
+
+    @app.route("/ready")
+    def ready(self, request: IRequest) -> Any:
+        _method(request, "ready")
+        if self.readiness is None:
+            return _reply(request, TEXT, b"ready\n")
+
+        def answer(problem: Optional[str]) -> bytes:
+            if problem is None:
+                return _reply(request, TEXT, b"ready\n")
+            return _text(request, 503, problem)
+
+        return self.readiness.check().addCallback(answer)
 
     @app.route("/", branch=True)
     def unknown(self, request: IRequest) -> bytes:
