@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
@@ -225,6 +226,19 @@ def test_copy_of_an_archived_log_into_an_empty_destination_keeps_the_numbers(
     assert ok(["get", "archcopy", "--format", "kaf"], url) == ok(
         ["get", "arch", "--format", "kaf"], url)
     assert ok(["get", "archcopy", "--from", "21", "--format", "raw"], url).startswith(b"m21\n")
+
+
+def test_copy_of_an_archived_log_resumes_after_an_interruption(url: str) -> None:
+    ok(["put", "arch2", "--lines"], url, stdin=b"".join(b"m%d\n" % (i,) for i in range(1, 31)))
+    ok(["archive", "arch2", "--upto", "20"], url)
+    # What an interrupted copy leaves: messages 21 to 25, numbered alike.
+    body = b"".join(b"m%d\n" % (i,) for i in range(21, 26))
+    with urllib.request.urlopen(url + "/put/arch2copy?batch=lines&first=21", body) as reply:
+        assert reply.read() == b"25"
+    out = ok(["copy", url + "/arch2", url + "/arch2copy"], url)
+    assert out.startswith(b"copied 5 messages (") and out.endswith(b"is at message 30\n")
+    assert ok(["get", "arch2copy", "--format", "kaf"], url) == ok(
+        ["get", "arch2", "--format", "kaf"], url)
 
 
 def test_copy_refuses_an_argument_that_is_not_server_url_slash_log(url: str) -> None:
