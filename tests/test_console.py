@@ -288,3 +288,42 @@ def test_with_auth_a_wrong_token_shows_a_clear_message_and_the_right_one_works(
             "console-token-1")
         assert driver.execute_script("return localStorage.length") == 0
         driver.execute_script("sessionStorage.clear()")
+
+
+def kaf_records_of(server: KafServer, log: str) -> List[dict]:
+    """The _kaf records (as the console reads them: JSON) that name C{log}."""
+    records = json.loads(curl(server.url("/get/_kaf?from=1&format=json")))
+    return [e for r in records for e in r["logs"] if e["name"] == log]
+
+
+def test_the_statistics_chart_and_the_sparkline_come_from_the_kaf_history(
+        server: KafServer, driver: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    for i in range(4):
+        put(server, "charted", b"c%d" % (i,))
+    # With --stats-interval 1 the puts reach _kaf within a few seconds.
+    deadline = time.monotonic() + 10
+    while sum(e.get("puts", 0) for e in kaf_records_of(server, "charted")) < 4:
+        assert time.monotonic() < deadline, "no _kaf record of the puts"
+        time.sleep(0.2)
+    entries = kaf_records_of(server, "charted")
+    top = max(max(e.get("puts", 0), e.get("gets", 0)) for e in entries)
+    driver.get(server.url("/console#/stats"))
+    section = browser.until(driver, lambda d: d.find_elements(
+        By.CSS_SELECTOR, "#charts section[data-log='charted']"))[0]
+    assert section.find_element(By.TAG_NAME, "h3").text == (
+        "charted (at most %d an interval)" % (top,))
+    chart = section.find_element(By.CSS_SELECTOR, "svg.chart")
+    assert chart.get_attribute("aria-label") == (
+        "puts and gets per interval of charted, at most %d" % (top,))
+    assert len(chart.find_elements(By.TAG_NAME, "polyline")) == 2   # puts and gets
+    browser.screenshot(driver, "stats")
+    # The list of logs draws the same puts as a sparkline in the log's row.
+    driver.get(server.url("/console#/"))
+    row = browser.until(driver, lambda d: d.find_elements(
+        By.CSS_SELECTOR, "#logs-body tr[data-log='charted']"))[0]
+    spark = row.find_element(By.CSS_SELECTOR, "svg.spark")
+    assert spark.get_attribute("aria-label") == "puts per interval of charted"
+    points = spark.find_element(By.TAG_NAME, "polyline").get_attribute("points").split()
+    assert len(points) >= len(entries)
