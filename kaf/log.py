@@ -41,6 +41,9 @@ BLOCKING_BYTES = 1 << 19
 
 EMPTY = Slice(b"", 0, [], [], [], True)
 
+#: The wait heap of a log that no one waits on (never pushed onto).
+_NO_KEYS: List[int] = []
+
 #: A put waiting to be written: messages, expect, first, and its answer.
 Put = Tuple[List[bytes], Optional[int], Optional[int], "Deferred[int]"]
 
@@ -93,8 +96,11 @@ class Log:
         self._blocking = blocking
         self._syncing = syncing_by(blocking) if syncing is None else syncing
         self._fsync = fsync
-        self._lock = DeferredLock()
-        self._pending: List[Put] = []
+        # Made on first use and dropped once the file is closed and nothing
+        # waits for it, like the lists below: most logs of a large node are
+        # idle, and each empty one would cost a hundred bytes a log.
+        self._lock: Optional[DeferredLock] = None
+        self._pending: Optional[List[Put]] = None
         self._flush_scheduled = False
         # Gathering waits for the end of the reactor's turn before a write,
         # so that all the puts read in one turn go out in one write (and
@@ -103,10 +109,10 @@ class Log:
         self._gather = gather
         # Long-poll waiters by the message number they wait for, and those
         # numbers in a heap: a put wakes only the waiters it satisfies.
-        self._waiters: Dict[int, Set["Deferred[None]"]] = {}
-        self._wait_keys: List[int] = []
+        self._waiters: Optional[Dict[int, Set["Deferred[None]"]]] = None
+        self._wait_keys: List[int] = _NO_KEYS
         # Synced batches to answer at the start of the next turn.
-        self._unanswered: List[Answers] = []
+        self._unanswered: Optional[List[Answers]] = None
         self._answer_call: Optional[IDelayedCall] = None
         self._closing = False
         self.gets = 0
@@ -150,7 +156,10 @@ class Log:
             self.errs += 1
             raise ShuttingDown("put: the server is shutting down")
         d: "Deferred[int]" = Deferred()
-        self._pending.append((messages, expect, first, d))
+        if self._pending is None:
+            self._pending = [(messages, expect, first, d)]
+        else:
+            self._pending.append((messages, expect, first, d))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             if self._gather:
@@ -161,7 +170,21 @@ class Log:
 
     def _start_flush(self) -> None:
         answer = self._answer_next_turn if self._gather and self._fsync else self._answer
-        self._lock.run(self._flush).addCallback(answer).addErrback(self._unexpected)
+        self._serially(self._flush).addCallback(answer).addErrback(self._unexpected)
+
+    def _serially(self, f: Callable[..., Any], *args: Any) -> "Deferred[Any]":
+        """Run C{f} under the log's lock: after every change of the file begun before."""
+        lock = self._lock
+        if lock is None:
+            lock = self._lock = DeferredLock()
+        return lock.run(f, *args).addBoth(self._unlocked, lock)
+
+    def _unlocked(self, result: Any, lock: DeferredLock) -> Any:
+        # An evicted log keeps no lock while nothing waits for it.
+        if (self._lock is lock and not lock.locked and not lock.waiting
+                and self.file.fd is None):
+            self._lock = None
+        return result
 
     def _answer_next_turn(self, answers: Answers) -> None:
         """
@@ -177,7 +200,10 @@ class Log:
         """
         if not answers:
             return
-        self._unanswered.append(answers)
+        if self._unanswered is None:
+            self._unanswered = [answers]
+        else:
+            self._unanswered.append(answers)
         if self._answer_call is None:
             self._answer_call = self._reactor.callLater(0, self._answer_unanswered)
 
@@ -185,8 +211,8 @@ class Log:
         if self._answer_call is not None and self._answer_call.active():
             self._answer_call.cancel()
         self._answer_call = None
-        batches, self._unanswered = self._unanswered, []
-        for answers in batches:
+        batches, self._unanswered = self._unanswered, None
+        for answers in batches or ():
             self._answer(answers)
 
     def _unexpected(self, failure: Any) -> None:
@@ -195,7 +221,7 @@ class Log:
     def _flush(self) -> "Deferred[Answers]":
         """Write and sync the pending puts; the answers are given after the lock."""
         self._flush_scheduled = False
-        batch, self._pending = self._pending, []
+        batch, self._pending = self._pending, None
         if not batch:
             return succeed([])
         d: "Deferred[Any]" = self._attach()
@@ -336,18 +362,19 @@ class Log:
 
     def close_file(self) -> None:
         """Close the file to make room for another's (it opens again on next use)."""
-        self._lock.run(self._close_file)
+        self._serially(self._close_file)
 
     def _close_file(self) -> None:
         # Used again since it was chosen: it stays open.
         if not self._files.holds(self):
             self.file.close()
+            self.file.forget_index()
 
     def described(self) -> "Deferred[None]":
         """Fire once the file has been read, so its numbers are known (SPEC 3.4)."""
         if self.file.indexed or self.file.missing:
             return succeed(None)
-        return self._lock.run(self._attach)
+        return self._serially(self._attach)
 
     # -- live edits ------------------------------------------------------------
 
@@ -381,7 +408,7 @@ class Log:
         # The read starts under the lock, so no eviction or swap comes
         # between the file's opening and the read; a large read goes on
         # after it, on its own descriptor.
-        return self._lock.run(self._attached_read, from_num, limit, max_bytes).addCallback(
+        return self._serially(self._attached_read, from_num, limit, max_bytes).addCallback(
             lambda reading: reading[0])
 
     def _attached_read(self, from_num: int, limit: int, max_bytes: int
@@ -437,9 +464,13 @@ class Log:
             self._forget(from_num, d)
 
         d: "Deferred[None]" = Deferred(cancel)
-        bucket = self._waiters.get(from_num)
+        waiters = self._waiters
+        if waiters is None:
+            waiters = self._waiters = {}
+            self._wait_keys = []
+        bucket = waiters.get(from_num)
         if bucket is None:
-            bucket = self._waiters[from_num] = set()
+            bucket = waiters[from_num] = set()
             heapq.heappush(self._wait_keys, from_num)
         bucket.add(d)
 
@@ -458,41 +489,50 @@ class Log:
         return result
 
     def _forget(self, from_num: int, d: "Deferred[None]") -> None:
-        bucket = self._waiters.get(from_num)
-        if bucket is not None:
+        waiters = self._waiters
+        bucket = None if waiters is None else waiters.get(from_num)
+        if waiters is not None and bucket is not None:
             bucket.discard(d)
             if not bucket:
-                del self._waiters[from_num]
+                del waiters[from_num]
+                if not waiters:
+                    self._waiters, self._wait_keys = None, _NO_KEYS
                 # Keys of emptied buckets stay in the heap until popped;
                 # rebuild it before they could pile up.
-                if len(self._wait_keys) > 2 * len(self._waiters) + 64:
-                    self._wait_keys = list(self._waiters)
+                elif len(self._wait_keys) > 2 * len(waiters) + 64:
+                    self._wait_keys = list(waiters)
                     heapq.heapify(self._wait_keys)
 
     def _wake(self, everyone: bool = False) -> None:
         """Answer the waiters that now have a message (all, at shutdown)."""
+        waiters = self._waiters
+        if waiters is None:
+            return
         keys = self._wait_keys
         last = self.file.last_num
         while keys and (everyone or keys[0] <= last):
-            bucket = self._waiters.pop(heapq.heappop(keys), None)
+            bucket = waiters.pop(heapq.heappop(keys), None)
             for d in bucket or ():
                 if not d.called:
                     d.callback(None)
+        if not waiters and self._waiters is waiters:
+            self._waiters, self._wait_keys = None, _NO_KEYS
 
     @property
     def busy(self) -> bool:
         """Are writes pending, under way, or synced and not yet answered?"""
-        return bool(self._pending) or self._lock.locked or bool(self._unanswered)
+        return (bool(self._pending) or (self._lock is not None and self._lock.locked)
+                or bool(self._unanswered))
 
     @property
     def waiting(self) -> int:
-        return sum(len(bucket) for bucket in self._waiters.values())
+        return sum(len(bucket) for bucket in (self._waiters or {}).values())
 
     # -- archive ------------------------------------------------------------
 
     def archive(self, upto: int) -> "Deferred[Tuple[Optional[str], int, int]]":
         """Move messages numbered <= C{upto} to an archive file (SPEC 3.3)."""
-        return self._lock.run(self._archive, upto)
+        return self._serially(self._archive, upto)
 
     def _archive(self, upto: int) -> "Deferred[Tuple[Optional[str], int, int]]":
         def run(_: None) -> "Deferred[Tuple[Optional[str], int, int, LogFile]]":
@@ -527,4 +567,4 @@ class Log:
             self.file.close()
 
         # Puts still gathering for the end of the turn are written first.
-        return self._lock.run(self._flush).addCallback(done)
+        return self._serially(self._flush).addCallback(done)

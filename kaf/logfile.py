@@ -22,6 +22,11 @@ NEW_TMP = ".%s.new"
 NO_DESCRIPTORS = (errno.EMFILE, errno.ENFILE)
 NO_DESCRIPTOR_LEFT = "no file descriptor left to open the log; nothing was done, try again"
 
+#: A closed file this small forgets its index, and is read again on its
+#: next use: an idle log of a node of a hundred thousand costs only its
+#: numbers, and reading 64 KiB again costs less than opening the file.
+REREAD_BYTES = 1 << 16
+
 
 def utc_stamp(now: float) -> str:
     """The time format of archive and side-file names."""
@@ -77,13 +82,12 @@ class LogFile:
     number of its last message, or the number it continues from.
     """
 
-    __slots__ = ("folder", "name", "path", "fd", "index", "start", "last_num", "size",
-                 "error", "missing", "indexed", "_stat_key")
+    __slots__ = ("folder", "name", "fd", "_index", "start", "last_num", "size",
+                 "error", "missing", "indexed", "_stat_key", "_count", "_first_num")
 
     def __init__(self, folder: str, name: str) -> None:
         self.folder = folder
         self.name = name
-        self.path = os.path.join(folder, name)
         self.fd: Optional[int] = None
         self.index = _format.Index()
         self.start = 0
@@ -95,7 +99,54 @@ class LogFile:
         self.missing = False
         #: The file has been read (open ran): its index and numbers are known.
         self.indexed = False
-        self._stat_key: Optional[Tuple[int, int, int, int]] = None
+        # The file's identity, size and time when last read or written, as
+        # one hash: a log keeps it for as long as the node runs.
+        self._stat_key: Optional[int] = None
+        # What /logs needs of a forgotten index.
+        self._count = 0
+        self._first_num: Optional[int] = None
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.folder, self.name)
+
+    @property
+    def index(self) -> _format.Index:
+        """Where each message lies; read again first if L{forget_index} dropped it."""
+        index = self._index
+        assert index is not None, "the index of a closed file is read again on open"
+        return index
+
+    @index.setter
+    def index(self, index: _format.Index) -> None:
+        self._index = index
+
+    @property
+    def count(self) -> int:
+        """How many messages the file holds."""
+        index = self._index
+        return self._count if index is None else len(index)
+
+    @property
+    def first_num(self) -> Optional[int]:
+        """The number of the file's first message, or None when it holds none."""
+        index = self._index
+        if index is None:
+            return self._first_num
+        return index.nums[0] if len(index) else None
+
+    def forget_index(self) -> None:
+        """
+        Drop the index of a small closed file, keeping its numbers: the next
+        L{reattach} reads the file again.
+        """
+        index = self._index
+        if (index is None or self.fd is not None or not self.indexed or self.missing
+                or self.error is not None or self.size > REREAD_BYTES):
+            return
+        self._count = len(index)
+        self._first_num = index.nums[0] if len(index) else None
+        self._index = None
 
     # -- opening and re-reading ------------------------------------------
 
@@ -170,10 +221,20 @@ class LogFile:
             self._stat_key = None
             return False
         st = os.fstat(fd)
-        if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != self._stat_key:
+        if _stat_key(st) != self._stat_key:
             os.close(fd)
             return False
         self.fd = fd
+        if self._index is None:
+            # The file is as it was when its index was forgotten: reading it
+            # again finds the same messages, and nothing new to report.
+            self._index = _format.Index()
+            try:
+                self._scan_from(None, st.st_size, None)
+            except BaseException:
+                self.close()
+                self._index = None
+                raise
         return True
 
     def _scan_from(self, resume: Optional[Tuple[int, int]], size: int,
@@ -240,7 +301,7 @@ class LogFile:
         assert self.fd is not None
         st = os.fstat(self.fd)
         self.size = st.st_size
-        self._stat_key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        self._stat_key = _stat_key(st)
 
     def changed_on_disk(self) -> bool:
         """Did another program change, replace or delete the file (rule 7)?"""
@@ -248,7 +309,7 @@ class LogFile:
             st = os.stat(self.path)
         except OSError:
             return not self.missing
-        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != self._stat_key
+        return _stat_key(st) != self._stat_key
 
     def reloaded(self, now: Optional[float] = None) -> Tuple["LogFile", List[str]]:
         """
@@ -266,9 +327,8 @@ class LogFile:
         except OSError:
             new.missing = True
             return new, ["the file was deleted; the next put re-creates it"]
-        key = self._stat_key
-        if (key is not None and self.fd is not None and self.error is None
-                and (st.st_dev, st.st_ino) == key[:2] and st.st_size > key[2]
+        if (self._stat_key is not None and self.fd is not None and self.error is None
+                and _same_file(st, os.fstat(self.fd)) and st.st_size > self.size
                 and self._grown_by_records()):
             # Grown by an append: read only the new part.
             index = self.index
@@ -491,6 +551,14 @@ class LogFile:
                 return name
             except FileExistsError:
                 n += 1
+
+
+def _stat_key(st: os.stat_result) -> int:
+    return hash((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+
+
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def _write_error(e: OSError, op: str = "put") -> Exception:

@@ -66,9 +66,13 @@ class Store:
 
     def _found(self, name: str) -> Optional[Log]:
         """The log named C{name} if it is known, its service made on first use."""
-        log = self._logs.get(name)
-        if log is None and name in self._logs:
-            log = self._logs[name] = self._log(LogFile(self.folder, name))
+        logs = self._logs
+        log = logs.get(name)
+        if log is None and name in logs:
+            # Stored again under the name the log keeps, so that the name
+            # found at start-up is not kept beside it.
+            del logs[name]
+            log = logs[name] = self._log(LogFile(self.folder, name))
         return log
 
     def load(self) -> None:

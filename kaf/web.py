@@ -276,10 +276,9 @@ class KafWeb:
             for log in logs:
                 f = log.file
                 entry: dict = {"name": log.name}
-                index = f.index
-                entry["first"] = index.nums[0] if len(index) else None
+                entry["first"] = f.first_num
                 entry["last"] = f.last_num
-                entry["count"] = len(index)
+                entry["count"] = f.count
                 entry["bytes"] = f.size
                 if f.error is not None:
                     entry["error"] = f.error

@@ -142,3 +142,72 @@ def test_repeated_refusals_are_counted_not_logged_one_by_one() -> None:
     repeats("put: other")
     assert lines == ["put: disk full", "put: disk full (10 times)",
                      "put: disk full (100 times)", "put: disk full (150 times)", "put: other"]
+
+
+def test_an_evicted_small_log_keeps_only_its_numbers_and_is_read_again_on_use(
+        tmp_path: Any) -> None:
+    folder = str(tmp_path)
+    make_logs(folder, 3)
+    store = Store(folder, Clock(), sync_runner, max_open=1)
+    store.load()
+    first = store.get_or_create("log0")
+    assert fired(first.put([b"m4"])) == 4
+    other = store.get("log1")
+    assert other is not None
+    fired(other.get(1, 100, 1 << 20))
+    # Evicted: no file, no index, no lock; the numbers stay.
+    assert first.file.fd is None and first.file._index is None and first._lock is None
+    assert (first.last, first.file.count, first.file.first_num) == (4, 4, 1)
+    assert fired(first.get(2, 100, 1 << 20)).slice.messages() == [b"m2", b"m3", b"m4"]
+    assert fired(first.put([b"m5"])) == 5
+    fired(store.close())
+
+
+def test_logs_lists_evicted_logs_with_their_counts(tmp_path: Any) -> None:
+    folder = str(tmp_path)
+    make_logs(folder, 4, messages=2)
+    store = Store(folder, Clock(), sync_runner, max_open=1)
+    store.load()
+    for n in range(4):
+        fired(store.get_or_create("log%d" % n).put([b"x"] * n))
+    assert [(log.name, log.file.first_num, log.last, log.file.count)
+            for log in store.logs()] == [("log0", 1, 2, 2), ("log1", 1, 3, 3),
+                                         ("log2", 1, 4, 4), ("log3", 1, 5, 5)]
+    fired(store.close())
+
+
+def test_a_log_edited_after_its_index_was_forgotten_is_re_read_and_never_renumbered(
+        tmp_path: Any) -> None:
+    folder = str(tmp_path)
+    make_logs(folder, 2)
+    store = Store(folder, Clock(), sync_runner, max_open=1)
+    store.load()
+    first = store.get_or_create("log0")
+    assert fired(first.put([b"m4"])) == 4
+    fired(store.get_or_create("log1").put([b"m4"]))
+    assert first.file._index is None
+    with open(os.path.join(folder, "log0"), "ab") as f:
+        f.write(_format.records(5, [b"by hand"]))
+    assert fired(first.get(4, 100, 1 << 20)).slice.messages() == [b"m4", b"by hand"]
+    fired(store.get_or_create("log1").put([b"m5"]))
+    with open(os.path.join(folder, "log0"), "wb") as f:
+        f.write(_format.db_header(0) + _format.records(1, [b"only"]))
+    assert fired(first.get(1, 100, 1 << 20)).slice.messages() == [b"only"]
+    assert fired(first.put([b"next"])) == 6
+    fired(store.close())
+
+
+def test_a_large_log_keeps_its_index_when_its_file_closes(tmp_path: Any) -> None:
+    folder = str(tmp_path)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "big"), "wb") as f:
+        f.write(_format.db_header(0) + _format.records(1, [b"b" * 1000] * 100))
+    make_logs(folder, 1)
+    store = Store(folder, Clock(), sync_runner, max_open=1)
+    store.load()
+    big = store.get_or_create("big")
+    assert fired(big.put([b"m"])) == 101
+    fired(store.get_or_create("log0").put([b"m4"]))
+    # Over 64 KiB: reading it again would cost more than its index.
+    assert big.file.fd is None and big.file._index is not None
+    fired(store.close())
