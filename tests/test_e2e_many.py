@@ -80,7 +80,7 @@ def small_disk(tmp_path: Any) -> Iterator[str]:
         pytest.skip("mounting a tmpfs needs root")
     mount = str(tmp_path / "disk")
     os.makedirs(mount)
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", mount]).returncode:
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", mount]).returncode:
         pytest.skip("this system cannot mount a tmpfs")
     try:
         yield mount
@@ -92,14 +92,29 @@ def test_a_full_disk_refuses_puts_cleanly_and_leaves_nothing_behind(small_disk: 
     data = os.path.join(small_disk, "data")
     server = KafServer(data, ["--fsync", "never"]).start()
     try:
-        urls = [server.url("/put/new-%d" % n) for n in range(120)]
-        puts = curl_many("POST", urls, body=b"y" * 4000)
+        body = b"y" * 4000
+        puts = curl_many("POST", [server.url("/put/new-%d" % n) for n in range(300)], body)
         statuses = [s for s, _, _ in puts]
         assert 507 in statuses and set(statuses) <= {200, 507}
         # Nothing half-made stays while the disk is still full.
         assert [n for n in os.listdir(data) if n.startswith(".")] == []
+        # Logs that exist refuse their puts the same way, and cut back.
+        again = curl_many("POST", [server.url("/put/new-0")] * 30, body)
+        refused = [s for s, _, _ in again]
+        assert 507 in refused and set(refused) <= {200, 507}
+        assert [n for n in os.listdir(data) if n.startswith(".")] == []
+        # Every acknowledged put is there, whole.
+        acked = [n for n, s in enumerate(statuses) if s == 200]
+        for n in acked[1:]:
+            got = curl_many("GET", [server.url("/get/new-%d?from=1&format=raw" % n)])
+            assert got[0][0] == 200 and got[0][2] == body + b"\n"
+        got = curl_many("GET", [server.url("/get/new-0?from=1&format=raw")])
+        assert got[0][2] == (body + b"\n") * (1 + refused.count(200))
     finally:
         server.stop()
     output = server.output()
     assert "Traceback" not in output
-    assert output.count("no space left") < statuses.count(507)
+    # One line for the reason, then counts of its repeats.
+    lines = [line for line in output.splitlines() if "no space left" in line]
+    assert len(lines) < 5 < statuses.count(507) + refused.count(507)
+    assert any(line.endswith("nothing was written (10 times)") for line in lines)

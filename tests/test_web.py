@@ -8,6 +8,7 @@ C{kaf.web.make_site}, in memory as well.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 from typing import Any, Callable, Iterator, List, Optional
@@ -1330,3 +1331,35 @@ def test_console_with_post_is_405(kaf: Kaf) -> None:
     answer = kaf.post("/console", b"x")
     answer.assert_error(405, "console: ")
     assert answer.header("Allow") == "GET, HEAD"
+
+
+def test_a_full_disk_refuses_puts_507_logs_one_line_with_counts_and_leaves_nothing(
+        kaf: Kaf, monkeypatch: Any) -> None:
+    kaf.put("old", b"kept")
+    lines: List[str] = []
+
+    def observe(event: dict) -> None:
+        if event.get("log_namespace", "").startswith("kaf") and "reason" in event:
+            lines.append(event["reason"])
+
+    def full(*args: Any) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    before = kaf.files()
+    globalLogPublisher.addObserver(observe)
+    try:
+        monkeypatch.setattr(os, "write", full)
+        monkeypatch.setattr(os, "pwrite", full)
+        for n in range(12):
+            kaf.post("/put/new-%d" % (n,), b"x").assert_error(507, "put: no space left")
+            kaf.post("/put/old", b"y").assert_error(507, "put: no space left")
+        monkeypatch.undo()
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    # 24 refusals for one reason: its first line, then its count at 10.
+    reason = "put: no space left on the disk; nothing was written"
+    assert lines == [reason, reason + " (10 times)"]
+    # No temporary file stays while the disk is full, and the log is whole.
+    assert kaf.files() == before
+    assert kaf.file("old") == db_file(0, [b"kept"])
+    assert kaf.put("old", b"after") == 2
