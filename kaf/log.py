@@ -120,6 +120,11 @@ class Log:
         self.errs = 0
 
     @property
+    def clock(self) -> IReactorTime:
+        """The clock the log's timeouts run on."""
+        return self._reactor
+
+    @property
     def closing(self) -> bool:
         """Is the log closing (the server stopping)?"""
         return self._closing
@@ -450,11 +455,11 @@ class Log:
 
         return self._blocking(read).addCallback(lambda s: Reply(s, last, True))
 
-    def wait(self, from_num: int, timeout: float) -> "Deferred[None]":
+    def wait(self, from_num: int, timeout: Optional[float]) -> "Deferred[None]":
         """
         Fire when a message numbered C{from_num} or after exists, or after
-        C{timeout} seconds.  Cancelling it (a client that went away) leaves
-        nothing behind.
+        C{timeout} seconds (None: no timeout).  Cancelling it (a client that
+        went away) leaves nothing behind.
         """
         if self._closing or self.file.last_num >= from_num:
             return succeed(None)
@@ -478,8 +483,9 @@ class Log:
             self._forget(from_num, d)
             d.callback(None)
 
-        call.append(self._reactor.callLater(timeout, timeout_))
-        d.addBoth(self._cancel_timer, call)
+        if timeout is not None:
+            call.append(self._reactor.callLater(timeout, timeout_))
+            d.addBoth(self._cancel_timer, call)
         return d
 
     @staticmethod

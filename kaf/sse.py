@@ -7,16 +7,17 @@ reading the log only while the client's socket takes what it is sent.
 from __future__ import annotations
 
 import base64
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
 from kaf.log import Log, Reply
+from kaf.logfile import LogFile
 
 #: How long a stream may stay silent: a comment line keeps proxies from
 #: closing it.
@@ -52,6 +53,15 @@ def events(nums: Sequence[int], messages: Sequence[bytes]) -> bytes:
     return b"".join([event(n, m) for n, m in zip(nums, messages)])
 
 
+#: The events last read by any stream, shared by the streams that follow: a
+#: put wakes all the streams of its log, one after the other, at one number,
+#: and one read and encoding serves every one.  (The log, its file, the
+#: number read from, the log's last number then, the number after the
+#: events, and the events; one batch at most is kept.)
+_Shared = Tuple[Log, LogFile, int, int, int, bytes]
+_shared: List[Optional[_Shared]] = [None]
+
+
 @implementer(IPushProducer)
 class LogStream:
     """
@@ -74,6 +84,9 @@ class LogStream:
         self._busy = False          # a read or a wait is under way
         self._waiting: Optional["Deferred[None]"] = None
         self._stopped = False
+        self._clock = log.clock
+        self._wrote = self._clock.seconds()
+        self._keepalive: Optional[IDelayedCall] = None
 
     def start(self) -> None:
         request = self._request
@@ -85,6 +98,8 @@ class LogStream:
         request.notifyFinish().addBoth(self._gone)
         # The headers go out at once: the client knows the stream is open.
         request.write(b": kaf stream from %d\n\n" % (self._next,))
+        # One timer a stream, not one a wait: a put wakes every stream.
+        self._keepalive = self._clock.callLater(KEEPALIVE, self._keep_alive)
         self._step()
 
     # -- IPushProducer ---------------------------------------------------------
@@ -104,25 +119,47 @@ class LogStream:
     def _step(self) -> None:
         if self._stopped or self._paused or self._busy:
             return
+        log = self._log
+        f = log.file
+        shared = _shared[0]
+        if (shared is not None and shared[0] is log and shared[1] is f
+                and shared[2] == self._next and shared[3] == log.last):
+            self._send(shared[4], shared[5])
+            return
         self._busy = True
-        d = maybeDeferred(self._log.get, self._next, BATCH, BATCH_BYTES)
-        d.addCallbacks(self._read, self._failed)
+        d = maybeDeferred(log.get, self._next, BATCH, BATCH_BYTES)
+        d.addCallbacks(self._read, self._failed, callbackArgs=(f, self._next))
 
-    def _read(self, reply: Reply) -> None:
+    def _read(self, reply: Reply, f: LogFile, from_num: int) -> None:
         self._busy = False
         if self._stopped:
             return
         s = reply.slice
         if len(s):
-            self._next = s.nums[-1] + 1
-            self._request.write(events(s.nums, s.messages()))
-            self._step()
+            after = s.nums[-1] + 1
+            data = events(s.nums, s.messages())
+            _shared[0] = (self._log, f, from_num, reply.last, after, data)
+            self._send(after, data)
             return
         if self._log.closing:
             self._finish()
             return
+        self._wait()
+
+    def _send(self, after: int, data: bytes) -> None:
+        self._next = after
+        self._wrote = self._clock.seconds()
+        self._request.write(data)
+        if self._next > self._log.last and not self._log.closing:
+            # Caught up: no read would find more.
+            if not self._paused:
+                self._wait()
+            return
+        self._step()
+
+    def _wait(self) -> None:
         self._busy = True
-        self._waiting = self._log.wait(self._next, KEEPALIVE)
+        self._waiting = self._log.wait(self._next, None)
         self._waiting.addCallbacks(self._woken, self._failed)
 
     def _woken(self, _: None) -> None:
@@ -130,9 +167,16 @@ class LogStream:
         self._busy = False
         if self._stopped:
             return
-        if self._log.last < self._next and not self._log.closing:
-            self._request.write(KEEPALIVE_LINE)
         self._step()
+
+    def _keep_alive(self) -> None:
+        """Send a comment when the stream has been quiet for L{KEEPALIVE} seconds."""
+        now = self._clock.seconds()
+        quiet = now - self._wrote
+        if quiet >= KEEPALIVE:
+            self._request.write(KEEPALIVE_LINE)
+            self._wrote, quiet = now, 0.0
+        self._keepalive = self._clock.callLater(KEEPALIVE - quiet, self._keep_alive)
 
     def _failed(self, failure: Failure) -> None:
         self._busy = False
@@ -158,6 +202,9 @@ class LogStream:
         if self._stopped:
             return
         self._stopped = True
+        keepalive, self._keepalive = self._keepalive, None
+        if keepalive is not None and keepalive.active():
+            keepalive.cancel()
         waiting, self._waiting = self._waiting, None
         if waiting is not None:
             waiting.cancel()

@@ -18,6 +18,7 @@ from twisted.python.failure import Failure
 
 from conftest import sync_runner
 from kaf import sse
+from kaf.logfile import LogFile
 from kaf.store import Store
 from kaf.web import KafWeb, make_site
 
@@ -183,6 +184,42 @@ def test_a_quiet_stream_gets_a_comment_every_15_seconds(server: Server) -> None:
     server.clock.advance(sse.KEEPALIVE)
     assert c.body().count(b": keep-alive") == before + 2
     c.close()
+
+
+def test_a_stream_sends_a_comment_only_after_15_quiet_seconds(server: Server) -> None:
+    c = server.stream(b"/get/ev?from=1")
+    server.clock.advance(10)
+    server.put("ev", b"one")
+    server.clock.advance(sse.KEEPALIVE - 10)
+    # An event went out 5 seconds ago: no comment yet.
+    assert c.body().count(b": keep-alive") == 0
+    server.clock.advance(10)
+    assert c.body().count(b": keep-alive") == 1
+    assert read_back(dechunk(c.body())) == [(1, b"one")]
+    c.close()
+
+
+def test_one_put_is_read_once_for_all_the_streams_it_wakes(
+        server: Server, monkeypatch: Any) -> None:
+    server.put("fan", b"old")
+    streams = [server.stream(b"/get/fan?from=2") for _ in range(50)]
+    reads: List[int] = []
+    real = LogFile.read
+
+    def counted(self: LogFile, i: int, count: int) -> Any:
+        reads.append(count)
+        return real(self, i, count)
+
+    monkeypatch.setattr(LogFile, "read", counted)
+    server.put("fan", b"new")
+    assert reads == [1]
+    for c in streams:
+        assert read_back(dechunk(c.body())) == [(2, b"new")]
+    server.put("fan", b"newer")
+    assert reads == [1, 1]
+    for c in streams:
+        assert read_back(dechunk(c.body())) == [(2, b"new"), (3, b"newer")]
+        c.close()
 
 
 class SmallSocket(StringTransport):
