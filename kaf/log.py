@@ -26,7 +26,7 @@ from twisted.logger import Logger
 from kaf import _format
 from kaf.errors import (KafError, ExpectMismatch, OutOfDescriptors, ShuttingDown,
                         UnreadableLog, WriteFailed)
-from kaf.logfile import NO_DESCRIPTOR_LEFT, NO_DESCRIPTORS, LogFile, Slice
+from kaf.logfile import NO_DESCRIPTOR_LEFT, NO_DESCRIPTORS, LogFile, Pieces, Slice
 from kaf.openfiles import OpenFiles
 
 #: Runs a blocking callable off the reactor thread: f, *args -> Deferred.
@@ -38,6 +38,9 @@ Syncer = Callable[[LogFile, int], "Deferred[None]"]
 
 #: Reads and writes larger than this leave the reactor thread.
 BLOCKING_BYTES = 1 << 19
+
+#: A reply larger than this may be read a piece at a time (L{Log.get}).
+PIECES_BYTES = 1 << 16
 
 EMPTY = Slice(b"", 0, [], [], [], True)
 
@@ -61,12 +64,15 @@ def syncing_by(runner: Runner) -> Syncer:
 class Reply:
     """The messages for one get, and the log's numbers to report with them."""
 
-    __slots__ = ("slice", "last", "exists")
+    __slots__ = ("slice", "last", "exists", "pieces")
 
-    def __init__(self, slice_: Slice, last: int, exists: bool) -> None:
+    def __init__(self, slice_: Slice, last: int, exists: bool,
+                 pieces: Optional[Pieces] = None) -> None:
         self.slice = slice_
         self.last = last
         self.exists = exists
+        #: The records, still to be read, when the slice holds no bytes.
+        self.pieces = pieces
 
 
 class Log:
@@ -403,25 +409,32 @@ class Log:
 
     # -- reads ------------------------------------------------------------
 
-    def get(self, from_num: int, limit: int, max_bytes: int) -> "Deferred[Reply]":
-        """The messages numbered C{from_num} and after (SPEC 3.2)."""
+    def get(self, from_num: int, limit: int, max_bytes: int,
+            pieces: bool = False) -> "Deferred[Reply]":
+        """
+        The messages numbered C{from_num} and after (SPEC 3.2).  With
+        C{pieces}, a reply over L{PIECES_BYTES} of canonical records comes
+        without their bytes, to be read by its L{Reply.pieces} (which the
+        caller closes): as a client's socket drains, not all at once.
+        """
         self.gets += 1
         f = self.file
         if (f.fd is not None or f.missing) and not f.changed_on_disk():
             self._files.used(self)
-            return self._read(from_num, limit, max_bytes)
+            return self._read(from_num, limit, max_bytes, pieces)
         # The read starts under the lock, so no eviction or swap comes
         # between the file's opening and the read; a large read goes on
         # after it, on its own descriptor.
-        return self._serially(self._attached_read, from_num, limit, max_bytes).addCallback(
-            lambda reading: reading[0])
+        return self._serially(self._attached_read, from_num, limit, max_bytes,
+                              pieces).addCallback(lambda reading: reading[0])
 
-    def _attached_read(self, from_num: int, limit: int, max_bytes: int
+    def _attached_read(self, from_num: int, limit: int, max_bytes: int, pieces: bool
                        ) -> "Deferred[List[Deferred[Reply]]]":
         return self._attach().addCallback(
-            lambda _: [maybeDeferred(self._read, from_num, limit, max_bytes)])
+            lambda _: [maybeDeferred(self._read, from_num, limit, max_bytes, pieces)])
 
-    def _read(self, from_num: int, limit: int, max_bytes: int) -> "Deferred[Reply]":
+    def _read(self, from_num: int, limit: int, max_bytes: int,
+              pieces: bool = False) -> "Deferred[Reply]":
         f = self.file
         if f.error is not None:
             self.errs += 1
@@ -432,7 +445,12 @@ class Log:
         if n == 0:
             return succeed(Reply(EMPTY, last, True))
         index = f.index
-        if index.ends[i + n - 1] - index.starts[i] <= BLOCKING_BYTES:
+        size = index.ends[i + n - 1] - index.starts[i]
+        if pieces and size > PIECES_BYTES:
+            found = f.pieces(i, n)
+            if found is not None:
+                return succeed(Reply(found[0], last, True, found[1]))
+        if size <= BLOCKING_BYTES:
             return succeed(Reply(f.read(i, n), last, True))
         # A large read leaves the reactor thread on its own handle, so a
         # swap of the file meanwhile cannot pull the file from under it.

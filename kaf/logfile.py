@@ -76,6 +76,42 @@ class Slice(NamedTuple):
         return _format.records_of(self.nums, self.messages())
 
 
+class Pieces:
+    """
+    The records of a reply, read from the log's file a piece at a time on
+    a descriptor of their own: an archive or an eviction of the log's file
+    meanwhile leaves them readable.  C{close} must be called.
+    """
+
+    __slots__ = ("name", "_fd", "_pos", "_end", "length")
+
+    def __init__(self, name: str, fd: int, base: int, end: int) -> None:
+        self.name = name
+        self._fd: Optional[int] = fd
+        self._pos = base
+        self._end = end
+        self.length = end - base
+
+    @property
+    def done(self) -> bool:
+        return self._pos >= self._end
+
+    def read(self, size: int) -> bytes:
+        """The next C{size} bytes at most; UnreadableLog if the file shrank."""
+        assert self._fd is not None
+        n = min(size, self._end - self._pos)
+        data = os.pread(self._fd, n, self._pos)
+        if len(data) != n:
+            raise UnreadableLog("log %r: the file is shorter than its index" % (self.name,))
+        self._pos += n
+        return data
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 class LogFile:
     """
     One log's file.  C{last_num} is the log's last number (SPEC 3.1): the
@@ -488,6 +524,32 @@ class LogFile:
         return Slice(span, base, index.nums_of(i, j),
                      _format.Column(index.start, index.starts_of, i, j),
                      _format.Column(index.end, index.ends_of, i, j), clean)
+
+    def pieces(self, i: int, count: int) -> Optional[Tuple[Slice, Pieces]]:
+        """
+        Messages at positions C{i} … C{i+count-1}, their records to be read
+        a piece at a time: a Slice without their bytes, and the Pieces.  None
+        when a record among them is not canonical (the reply is re-encoded),
+        or no descriptor is left.
+        """
+        index = self.index
+        assert self.fd is not None
+        dirty = index.dirty
+        k = bisect_left(dirty, i)
+        if k < len(dirty) and dirty[k] < i + count:
+            return None
+        try:
+            fd = os.dup(self.fd)
+        except OSError as e:
+            if e.errno in NO_DESCRIPTORS:
+                return None
+            raise
+        base, end = index.start(i), index.end(i + count - 1)
+        j = i + count
+        found = Slice(b"", base, index.nums_of(i, j),
+                      _format.Column(index.start, index.starts_of, i, j),
+                      _format.Column(index.end, index.ends_of, i, j), True)
+        return found, Pieces(self.name, fd, base, end)
 
     # -- archiving ------------------------------------------------------------
 

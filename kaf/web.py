@@ -33,6 +33,7 @@ from kaf.errors import (BadRequest, ExpectMismatch, KafError, MessageTooLarge, R
                         UnknownLog)
 from kaf.log import EMPTY as _EMPTY, Log, Reply
 from kaf.store import Store
+from kaf.streamed import PiecesProducer
 
 # Send Kaf's headers spelled as SPEC.md spells them (HTTP names are
 # case-insensitive; this is for people reading `curl -i`).
@@ -206,15 +207,18 @@ class KafWeb:
         if log is None:
             return _render(request, fmt, Reply(_EMPTY, 0, False))
 
+        # A large kaf reply is read from the file as the client takes it.
+        pieces = fmt == b"kaf" and request.method == b"GET"
+
         def read(_: object = None) -> "Deferred[Reply]":
-            return maybeDeferred(log.get, from_num, limit, MAX_REPLY_BYTES)
+            return maybeDeferred(log.get, from_num, limit, MAX_REPLY_BYTES, pieces)
 
         def maybe_wait(reply: Reply) -> Any:
             if len(reply.slice) or not wait:
                 return reply
             return log.wait(from_num, wait).addCallback(read)
 
-        def render(reply: Reply) -> bytes:
+        def render(reply: Reply) -> Any:
             reply.exists = self.store.get(name) is not None
             return _render(request, fmt, reply)
 
@@ -425,8 +429,9 @@ class KafResource(KleinResource):
         return None
 
     @staticmethod
-    def _write(body: Optional[bytes], request: IRequest, gone: List[bool]) -> None:
-        if gone:
+    def _write(body: Any, request: IRequest, gone: List[bool]) -> None:
+        # NOT_DONE_YET: the route sends the rest itself (a streamed reply).
+        if gone or body is NOT_DONE_YET:
             return
         if body:
             request.write(body)
@@ -499,7 +504,8 @@ def _text(request: IRequest, status: int, reason: str) -> bytes:
     return _reply(request, TEXT, line.encode("utf-8"))
 
 
-def _render(request: IRequest, fmt: bytes, reply: Reply) -> bytes:
+def _render(request: IRequest, fmt: bytes, reply: Reply) -> Any:
+    """The reply's body, or NOT_DONE_YET when its pieces are being sent."""
     s = reply.slice
     if reply.exists:
         request.setHeader(b"X-Kaf-LastMsg", b"%d" % (reply.last,))
@@ -510,8 +516,13 @@ def _render(request: IRequest, fmt: bytes, reply: Reply) -> bytes:
         # The header goes first on its own: the records, often one read of
         # the file, are sent as they are, without a copy to join them.
         head = _format.reply_header(len(s))
-        records = s.kaf_records()
         request.setHeader(b"Content-Type", OCTETS)
+        if reply.pieces is not None:
+            request.setHeader(b"Content-Length", b"%d" % (len(head) + reply.pieces.length,))
+            request.write(head)
+            PiecesProducer(request, reply.pieces).start()
+            return NOT_DONE_YET
+        records = s.kaf_records()
         request.setHeader(b"Content-Length", b"%d" % (len(head) + len(records),))
         request.write(head)
         return records

@@ -17,7 +17,7 @@ from twisted.internet.threads import deferToThread
 
 from conftest import sync_runner
 from server import KafServer, split_response
-from kaf import http
+from kaf import _format, http
 from kaf.store import Store
 from kaf.web import KafWeb, body_limit_for
 
@@ -283,3 +283,57 @@ def _rss_kb(pid: int) -> int:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1])
     raise AssertionError("no VmHWM")
+
+
+def _vm_rss_kb(pid: int) -> int:
+    with open("/proc/%d/status" % (pid,)) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_readers_that_do_not_read_a_large_reply_hold_little_of_it(tmp_path: Any) -> None:
+    # 40 clients each ask for a 4 MB message and read none of it: the reply
+    # is read from the file only as each socket drains, so the server holds
+    # a piece of each (at most 256 KB), not the 160 MB of the replies.
+    data = tmp_path / "data"
+    data.mkdir()
+    message = b"".join(b"%07d\n" % (i,) for i in range(500000))
+    (data / "big").write_bytes(_format.db_header(0) + _format.records(1, [message] * 3))
+    with KafServer(str(data), ["--fsync", "never"]) as server:
+        status, _, _ = split_response(talk(server.port, get("/get/big?from=3&limit=1",
+                                                            close=True)))
+        assert status == 200
+        before = _vm_rss_kb(server.pid)
+        readers = []
+        for _ in range(40):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 14)
+            s.connect(("127.0.0.1", server.port))
+            s.sendall(get("/get/big?from=1"))
+            readers.append(s)
+        try:
+            deadline = time.monotonic() + 20
+            grown = 0
+            # Until every reader has its headers and the server is idle again.
+            while time.monotonic() < deadline:
+                time.sleep(0.5)
+                now = _vm_rss_kb(server.pid) - before
+                if abs(now - grown) < 256:
+                    break
+                grown = now
+            assert all(s.recv(64).startswith(b"HTTP/1.1 200 ") for s in readers)
+            assert _vm_rss_kb(server.pid) - before < 40 * 256
+            # A reader that reads gets the whole message, exactly.
+            s = readers[0]
+            s.settimeout(20)
+            out = b""
+            while not out.endswith(message):
+                chunk = s.recv(1 << 20)
+                assert chunk
+                out += chunk
+            assert out.endswith(b"KAF_MSG|1|%d\n" % (len(message),) + message)
+        finally:
+            for s in readers:
+                s.close()
