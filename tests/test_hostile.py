@@ -282,6 +282,43 @@ def test_chunked_body_over_the_limit_is_refused_before_it_ends(hostile: Hostile)
     assert not os.path.exists(os.path.join(hostile.data, "chunky"))
 
 
+def test_a_chunked_body_that_never_ends_is_refused_and_its_connection_closed(
+        hostile: Hostile) -> None:
+    chunk = b"400\r\n" + b"x" * 1024 + b"\r\n"
+    with socket.create_connection(("127.0.0.1", hostile.server.port), timeout=10) as s:
+        s.sendall(b"POST /put/endless HTTP/1.1\r\nHost: kaf\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n")
+        s.setblocking(False)
+        reply = b""
+        closed = False
+        deadline = time.monotonic() + 15
+        # The client sends on and on; the server answers once the limit is
+        # passed, then closes the connection whatever the client still sends.
+        while time.monotonic() < deadline and not closed:
+            try:
+                s.send(chunk)
+            except BlockingIOError:
+                time.sleep(0.001)
+            except OSError:
+                closed = True
+            try:
+                data = s.recv(65536)
+                if data:
+                    reply += data
+                else:
+                    closed = True
+            except BlockingIOError:
+                pass
+            except OSError:
+                closed = True
+    TABLE.append(("chunked body that never ends", reply[:12].decode() + ", then closed"))
+    assert closed
+    status, head, body = split_response(reply)
+    assert status == 413
+    assert_one_line_reason(head, body)
+    assert not os.path.exists(os.path.join(hostile.data, "endless"))
+
+
 def test_body_over_the_limit_is_refused_from_its_content_length_before_it_is_sent(
         hostile: Hostile) -> None:
     with socket.create_connection(("127.0.0.1", hostile.server.port), timeout=10) as s:
