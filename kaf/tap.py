@@ -26,6 +26,7 @@ from twisted.python import usage
 from kaf.auth import Auth, AuthFileError
 from kaf.health import Readiness
 from kaf.log import Runner
+from kaf.msgids import DEFAULT_MAX_IDS, Dedupe
 from kaf.stats import Stats, StatsService
 from kaf.store import Store
 from kaf.syncer import SyncProcesses
@@ -57,6 +58,18 @@ def _positive(name: str, value: str, cast: Any = int, zero: bool = False) -> Any
         raise usage.UsageError("--%s must be %s (got %r)"
                                % (name, "≥ 0" if zero else "> 0", value))
     return number
+
+
+_DURATION = re.compile(r"(\d{1,9}(?:\.\d{1,6})?)([smhd]?)\Z")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration(text: str) -> Optional[float]:
+    """Seconds of a duration: C{45}, C{45s}, C{30m}, C{12h}, C{7d}; None if it is not one."""
+    m = _DURATION.match(text.strip())
+    if m is None:
+        return None
+    return float(m.group(1)) * _UNITS[m.group(2)]
 
 
 def data_folder(data: str) -> None:
@@ -96,6 +109,11 @@ class KafOptions(usage.Options):
                                       "open-file limit left after Kaf's own)"],
         ["auth", None, None, "a JSON file of tokens and the logs each may read, write and "
                              "archive; read again on SIGHUP (default: no access control)"],
+        ["dedupe-window", None, "2m", "how long a put's Kaf-Msg-Id is remembered: a repeat "
+                                      "within it writes nothing (45s, 2m, 1h; 0: off)"],
+        ["dedupe-max-ids", None, str(DEFAULT_MAX_IDS),
+         "most message ids remembered, all logs together; beyond it a put with a new id "
+         "is refused (503)"],
     ]
     optFlags = [
         ["access-log", None, "log every request (costs speed)"],
@@ -117,6 +135,12 @@ class KafOptions(usage.Options):
         self["stats-interval"] = _positive("stats-interval", self["stats-interval"], float)
         self["max-message-size"] = _positive("max-message-size", self["max-message-size"])
         self["max-wait"] = _positive("max-wait", self["max-wait"], float, zero=True)
+        window = duration(self["dedupe-window"])
+        if window is None:
+            raise usage.UsageError("--dedupe-window must be a duration like 45s, 2m or 1h, "
+                                   "or 0 (got %r)" % (self["dedupe-window"],))
+        self["dedupe-window"] = window
+        self["dedupe-max-ids"] = _positive("dedupe-max-ids", self["dedupe-max-ids"])
         if self["max-open-logs"] is not None:
             self["max-open-logs"] = _positive("max-open-logs", self["max-open-logs"])
         # A data folder under a file is refused now; whether the folder
@@ -296,7 +320,8 @@ def makeService(config: KafOptions, reactor: Optional[Any] = None) -> MultiServi
     reactor.addSystemEventTrigger("after", "shutdown", syncing.stop)
     store = Store(config["data"], reactor, blocking,
                   fsync=config["fsync"] == "always", gather=True, syncing=syncing,
-                  max_open=config["max-open-logs"])
+                  max_open=config["max-open-logs"],
+                  dedupe=Dedupe(config["dedupe-window"], config["dedupe-max-ids"]))
     StoreService(store, reactor).setServiceParent(top)
 
     stats = Stats(store, reactor)
