@@ -80,18 +80,20 @@ class Log:
     __slots__ = ("file", "name", "_reactor", "_blocking", "_syncing", "_fsync", "_lock",
                  "_pending", "_flush_scheduled", "_gather", "_waiters", "_wait_keys",
                  "_unanswered", "_answer_call", "_closing", "_files", "gets", "puts", "errs",
-                 "_dedupe", "_ids", "__weakref__")
+                 "_dedupe", "_ids", "_watch", "archived", "__weakref__")
 
     def __init__(self, file: LogFile, reactor: IReactorTime, blocking: Runner,
                  fsync: bool = True, gather: bool = False,
                  syncing: Optional[Syncer] = None, files: Optional[OpenFiles] = None,
-                 dedupe: Optional[Dedupe] = None) -> None:
+                 dedupe: Optional[Dedupe] = None,
+                 watch: Optional[Callable[["Log"], None]] = None) -> None:
         """
         C{blocking} runs blocking disk work off the reactor thread;
         C{syncing} does the fsyncs of group commit (by default, LogFile.sync
         run by C{blocking}); C{files} bounds the logs with an open file (by
         default, no bound); C{dedupe} the window and cap of message ids
-        (by default a 2-minute window).  The file is read on first use.
+        (by default a 2-minute window); C{watch} is told of each write (the
+        retention rules).  The file is read on first use.
         """
         self.file = file
         self._files = OpenFiles(1 << 62) if files is None else files
@@ -120,6 +122,9 @@ class Log:
         # The message ids of the window: UNREAD until the first use reads
         # the side file, None for a log that has none (most logs).
         self._ids: Optional[MsgIds] = UNREAD
+        self._watch = watch
+        #: Archives made since the stats last counted them.
+        self.archived = 0
         self.gets = 0
         self.puts = 0
         self.errs = 0
@@ -226,6 +231,8 @@ class Log:
             done.callback(num)
         if answers:
             self._wake()
+            if self._watch is not None:
+                self._watch(self)
 
     def _write(self, batch: List[Put]
                ) -> "Deferred[Answers]":
@@ -709,6 +716,7 @@ class Log:
             if new is not self.file:
                 old, self.file = self.file, new
                 old.close()
+                self.archived += 1
                 self.log.info("log {name}: archived up to {upto} as {archive}, kept {kept}",
                               name=self.name, upto=used, archive=name, kept=kept)
             return name, used, kept

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IReactorTime
@@ -64,12 +64,14 @@ class Store:
         self._syncing = syncing
         self.files = OpenFiles(default_limit() if max_open is None else max_open)
         self.dedupe = Dedupe() if dedupe is None else dedupe
+        #: Told of every write to a log (the retention rules), if set.
+        self.watch: Optional[Callable[[Log], None]] = None
         # None: a log found at start-up and not used since.
         self._logs: Dict[str, Optional[Log]] = {}
 
     def _log(self, f: LogFile) -> Log:
         return Log(f, self._reactor, self._blocking, self._fsync, self._gather, self._syncing,
-                   self.files, self.dedupe)
+                   self.files, self.dedupe, self.watch)
 
     def _found(self, name: str) -> Optional[Log]:
         """The log named C{name} if it is known, its service made on first use."""

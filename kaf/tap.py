@@ -27,6 +27,7 @@ from kaf.auth import Auth, AuthFileError
 from kaf.health import Readiness
 from kaf.log import Runner
 from kaf.msgids import DEFAULT_MAX_IDS, Dedupe
+from kaf.retention import Retention, RetentionService, duration, parse_rule
 from kaf.stats import Stats, StatsService
 from kaf.store import Store
 from kaf.syncer import SyncProcesses
@@ -58,18 +59,6 @@ def _positive(name: str, value: str, cast: Any = int, zero: bool = False) -> Any
         raise usage.UsageError("--%s must be %s (got %r)"
                                % (name, "≥ 0" if zero else "> 0", value))
     return number
-
-
-_DURATION = re.compile(r"(\d{1,9}(?:\.\d{1,6})?)([smhd]?)\Z")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def duration(text: str) -> Optional[float]:
-    """Seconds of a duration: C{45}, C{45s}, C{30m}, C{12h}, C{7d}; None if it is not one."""
-    m = _DURATION.match(text.strip())
-    if m is None:
-        return None
-    return float(m.group(1)) * _UNITS[m.group(2)]
 
 
 def data_folder(data: str) -> None:
@@ -114,6 +103,8 @@ class KafOptions(usage.Options):
         ["dedupe-max-ids", None, str(DEFAULT_MAX_IDS),
          "most message ids remembered, all logs together; beyond it a put with a new id "
          "is refused (503)"],
+        ["archive-keep", None, None, "after an archive made by --retain, delete the log's "
+                                     "oldest archive files beyond this many (default: keep all)"],
     ]
     optFlags = [
         ["access-log", None, "log every request (costs speed)"],
@@ -122,6 +113,20 @@ class KafOptions(usage.Options):
     def __init__(self) -> None:
         usage.Options.__init__(self)
         self["listen"] = []
+        self["retain"] = []
+
+    def opt_retain(self, rule: str) -> None:
+        try:
+            self["retain"].append(parse_rule(rule))
+        except ValueError as e:
+            raise usage.UsageError("--retain %s" % (e,))
+
+    # One paragraph in twistd kaf --help.
+    opt_retain.__doc__ = (
+        "GLOB:max-messages=N,max-bytes=B,max-age=D: archive the logs matching GLOB by "
+        "themselves when one passes a limit, keeping the newest messages within it; B in "
+        "bytes or kB, MB, GB (1000s), KiB, MiB, GiB (1024s); D in s, m, h or d; "
+        "repeatable, the first matching rule counts (default: none)")
 
     def opt_listen(self, endpoint: str) -> None:
         """An endpoint string (tcp:7749, unix:/run/kaf.sock); repeatable; replaces --addr."""
@@ -141,6 +146,8 @@ class KafOptions(usage.Options):
                                    "or 0 (got %r)" % (self["dedupe-window"],))
         self["dedupe-window"] = window
         self["dedupe-max-ids"] = _positive("dedupe-max-ids", self["dedupe-max-ids"])
+        if self["archive-keep"] is not None:
+            self["archive-keep"] = _positive("archive-keep", self["archive-keep"])
         if self["max-open-logs"] is not None:
             self["max-open-logs"] = _positive("max-open-logs", self["max-open-logs"])
         # A data folder under a file is refused now; whether the folder
@@ -323,6 +330,12 @@ def makeService(config: KafOptions, reactor: Optional[Any] = None) -> MultiServi
                   max_open=config["max-open-logs"],
                   dedupe=Dedupe(config["dedupe-window"], config["dedupe-max-ids"]))
     StoreService(store, reactor).setServiceParent(top)
+
+    if config["retain"]:
+        retention = Retention(store, config["retain"], reactor, blocking,
+                              archive_keep=config["archive-keep"])
+        store.watch = retention.written
+        RetentionService(retention, reactor).setServiceParent(top)
 
     stats = Stats(store, reactor)
     StatsService(stats, config["stats-interval"], reactor).setServiceParent(top)
