@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 from urllib.parse import quote, urlencode
 
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.error import ConnectError, ConnectionRefusedError, DNSLookupError
+from twisted.web.client import ResponseFailed, ResponseNeverReceived
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
@@ -212,7 +214,18 @@ class KafClient:
     @param reactor: the clock for timeouts and retry delays.
     @param timeout: seconds a request may take, beyond any long-poll wait;
         None for no limit.
+
+    Every put carries a new C{Kaf-Msg-Id}; a put whose connection drops
+    (or whose reply does not come in time) is sent again with the same id,
+    up to L{PUT_RETRIES} times: a put the server had written is answered
+    with its first number, not written twice (within the server's
+    C{--dedupe-window}).
     """
+
+    #: Times a put is sent again after a dropped connection, and the
+    #: seconds before the first retry (doubling after each).
+    PUT_RETRIES = 3
+    PUT_RETRY_DELAY = 0.5
 
     def __init__(self, url: str = DEFAULT_URL, treq: Any = None,
                  reactor: Optional[IReactorTime] = None,
@@ -291,7 +304,23 @@ class KafClient:
                                        % (answer.body[:80],))
             return int(answer.body)
 
-        return self._call(b"POST", "/put/", log, params, body).addCallback(number)
+        msg_id = uuid.uuid4().hex
+        return Deferred.fromCoroutine(self._put_retrying(log, body, params, msg_id)
+                                      ).addCallback(number)
+
+    async def _put_retrying(self, log: str, body: bytes, params: Dict[str, Any],
+                            msg_id: str) -> _Answer:
+        headers = {b"Kaf-Msg-Id": [msg_id.encode("ascii")]}
+        delay = self.PUT_RETRY_DELAY
+        for retries_left in range(self.PUT_RETRIES, -1, -1):
+            try:
+                return await self._call(b"POST", "/put/", log, params, body, headers=headers)
+            except KafConnectionError as e:
+                if not retries_left or not _maybe_sent(e):
+                    raise
+            await deferLater(self.reactor, delay)
+            delay *= 2
+        raise AssertionError("unreachable")
 
     def get(self, log: str, from_: int, limit: Optional[int] = None,
             wait: Optional[float] = None) -> "Deferred[GetResult]":
@@ -361,20 +390,24 @@ class KafClient:
 
     def _call(self, method: bytes, path: str, log: Optional[str],
               params: Optional[Dict[str, Any]] = None, body: Optional[bytes] = None,
-              wait: float = 0.0) -> "Deferred[_Answer]":
+              wait: float = 0.0, headers: Optional[Dict[bytes, List[bytes]]] = None
+              ) -> "Deferred[_Answer]":
         url = self.url + path
         if log is not None:
             # Quoted whole: a bad name reaches the server, which says why.
             url += quote(log, safe="")
         if params:
             url += "?" + urlencode(params)
-        d = Deferred.fromCoroutine(self._exchange(method, url, body))
+        d = Deferred.fromCoroutine(self._exchange(method, url, body, headers))
         if self.timeout is not None:
             d.addTimeout(self.timeout + wait, self.reactor)
         return d.addErrback(self._no_reply, url)
 
-    async def _exchange(self, method: bytes, url: str, body: Optional[bytes]) -> _Answer:
+    async def _exchange(self, method: bytes, url: str, body: Optional[bytes],
+                        extra: Optional[Dict[bytes, List[bytes]]] = None) -> _Answer:
         headers = {b"Content-Type": [b"application/octet-stream"]} if body is not None else {}
+        if extra:
+            headers.update(extra)
         if self.token:
             headers[b"Authorization"] = [b"Bearer " + self.token.encode("utf-8")]
         response = await self._treq.request(method.decode(), url, data=body, headers=headers)
@@ -405,6 +438,12 @@ class KafClient:
         error = KafConnectionError(reason)
         error.__cause__ = failure.value
         return Failure(error)
+
+
+def _maybe_sent(error: KafConnectionError) -> bool:
+    """Might the server have got the request (the connection dropped, no reply in time)?"""
+    cause = error.__cause__
+    return isinstance(cause, (ResponseFailed, ResponseNeverReceived, TimeoutError))
 
 
 def _describe(error: BaseException) -> str:

@@ -90,6 +90,13 @@ class OutOfDescriptors(KafError):
     retry_after = 1
 
 
+class DedupeFull(KafError):
+    """The dedupe window holds as many message ids as it may: nothing was written."""
+
+    status = 503
+    retry_after = 1
+
+
 class Repeats:
     """
     Logs refusals one line per distinct reason: a reason repeated is only

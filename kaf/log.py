@@ -19,14 +19,15 @@ import heapq
 import os
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
-from twisted.internet.defer import Deferred, DeferredLock, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, DeferredLock, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from kaf import _format
-from kaf.errors import (KafError, ExpectMismatch, OutOfDescriptors, ShuttingDown,
+from kaf.errors import (KafError, DedupeFull, ExpectMismatch, OutOfDescriptors, ShuttingDown,
                         UnreadableLog, WriteFailed)
 from kaf.logfile import NO_DESCRIPTOR_LEFT, NO_DESCRIPTORS, LogFile, Pieces, Slice
+from kaf.msgids import SIDE, Dedupe, Duplicate, MsgIds, line as id_line
 from kaf.openfiles import OpenFiles
 
 #: Runs a blocking callable off the reactor thread: f, *args -> Deferred.
@@ -47,8 +48,13 @@ EMPTY = Slice(b"", 0, [], [], [], True)
 #: The wait heap of a log that no one waits on (never pushed onto).
 _NO_KEYS: List[int] = []
 
-#: A put waiting to be written: messages, expect, first, and its answer.
-Put = Tuple[List[bytes], Optional[int], Optional[int], "Deferred[int]"]
+#: A log whose side file of message ids has not been looked for yet.
+UNREAD: Any = object()
+#: Dedupe settings of a log made without any: the default window.
+_DEFAULT_DEDUPE = Dedupe()
+
+#: A put waiting to be written: messages, expect, first, its answer, its id.
+Put = Tuple[List[bytes], Optional[int], Optional[int], "Deferred[int]", Optional[str]]
 
 #: A batch's puts, each with the number of its last message and its count.
 Answers = List[Tuple["Deferred[int]", int, int]]
@@ -83,17 +89,20 @@ class Log:
     __slots__ = ("file", "name", "_reactor", "_blocking", "_syncing", "_fsync", "_lock",
                  "_pending", "_flush_scheduled", "_gather", "_waiters", "_wait_keys",
                  "_unanswered", "_answer_call", "_closing", "_files", "gets", "puts", "errs",
-                 "__weakref__")
+                 "_dedupe", "_ids", "_watch", "archived", "__weakref__")
 
     def __init__(self, file: LogFile, reactor: IReactorTime, blocking: Runner,
                  fsync: bool = True, gather: bool = False,
-                 syncing: Optional[Syncer] = None, files: Optional[OpenFiles] = None
-                 ) -> None:
+                 syncing: Optional[Syncer] = None, files: Optional[OpenFiles] = None,
+                 dedupe: Optional[Dedupe] = None,
+                 watch: Optional[Callable[["Log"], None]] = None) -> None:
         """
         C{blocking} runs blocking disk work off the reactor thread;
         C{syncing} does the fsyncs of group commit (by default, LogFile.sync
         run by C{blocking}); C{files} bounds the logs with an open file (by
-        default, no bound).  The file is read on first use.
+        default, no bound); C{dedupe} the window and cap of message ids
+        (by default a 2-minute window); C{watch} is told of each write (the
+        retention rules).  The file is read on first use.
         """
         self.file = file
         self._files = OpenFiles(1 << 62) if files is None else files
@@ -121,6 +130,13 @@ class Log:
         self._unanswered: Optional[List[Answers]] = None
         self._answer_call: Optional[IDelayedCall] = None
         self._closing = False
+        self._dedupe = _DEFAULT_DEDUPE if dedupe is None else dedupe
+        # The message ids of the window: UNREAD until the first use reads
+        # the side file, None for a log that has none (most logs).
+        self._ids: Optional[MsgIds] = UNREAD
+        self._watch = watch
+        #: Archives made since the stats last counted them.
+        self.archived = 0
         self.gets = 0
         self.puts = 0
         self.errs = 0
@@ -152,7 +168,7 @@ class Log:
     # -- writes ------------------------------------------------------------
 
     def put(self, messages: List[bytes], expect: Optional[int] = None,
-            first: Optional[int] = None) -> "Deferred[int]":
+            first: Optional[int] = None, msg_id: Optional[str] = None) -> "Deferred[int]":
         """
         Append C{messages} (numbered consecutively, all or none); fire with
         the number of the last.  Puts that arrive while a write and sync are
@@ -162,15 +178,20 @@ class Log:
         number, or any later one while the log holds no message (its file
         then continues from C{first - 1}, as after an archive): a copy of
         an archived log keeps its numbers.
+
+        C{msg_id} (C{Kaf-Msg-Id}): a put whose id this log wrote within the
+        dedupe window writes nothing and fires with a L{Duplicate} of the
+        first one's reply; one that comes while the first is being written
+        is answered once that is durable (puts are written in order).
         """
         if self._closing:
             self.errs += 1
             raise ShuttingDown("put: the server is shutting down")
         d: "Deferred[int]" = Deferred()
         if self._pending is None:
-            self._pending = [(messages, expect, first, d)]
+            self._pending = [(messages, expect, first, d, msg_id)]
         else:
-            self._pending.append((messages, expect, first, d))
+            self._pending.append((messages, expect, first, d, msg_id))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             if self._gather:
@@ -247,6 +268,8 @@ class Log:
             done.callback(num)
         if answers:
             self._wake()
+            if self._watch is not None:
+                self._watch(self)
 
     def _write(self, batch: List[Put]
                ) -> "Deferred[Answers]":
@@ -258,7 +281,36 @@ class Log:
         lengths: List[int] = []
         accepted: Answers = []
         restart: Optional[int] = None
-        for messages, expect, first_num, done in batch:
+        # Puts with a message id: the ids this write gives (id -> position
+        # in accepted), the repeats of ids written before (answered as
+        # they were) and the repeats of ids of this write (answered as
+        # their first is).
+        ids: Optional[MsgIds] = None
+        new_ids: Dict[str, int] = {}
+        repeats: Answers = []
+        followers: List[Tuple["Deferred[int]", int]] = []
+        now = 0.0
+        for messages, expect, first_num, done, msg_id in batch:
+            if msg_id is not None and self._dedupe.on:
+                if ids is None:
+                    now = self._reactor.seconds()
+                    ids = self._msg_ids(now)
+                original = ids.original(msg_id, now)
+                if original is not None:
+                    repeats.append((done, Duplicate(*original), 0))
+                    continue
+                if msg_id in new_ids:
+                    followers.append((done, new_ids[msg_id]))
+                    continue
+                if not self._room_for_id(now, len(new_ids)):
+                    self.errs += 1
+                    done.errback(DedupeFull(
+                        "put: the dedupe window holds %d message ids, its limit; nothing "
+                        "was written, try again (or raise --dedupe-max-ids)"
+                        % (self._dedupe.count,)))
+                    continue
+            else:
+                msg_id = None
             if expect is not None and expect != last:
                 self.errs += 1
                 done.errback(ExpectMismatch(
@@ -279,9 +331,15 @@ class Log:
             chunks.append(records)
             lengths.extend(record_lengths)
             last += len(messages)
+            if msg_id is not None:
+                new_ids[msg_id] = len(accepted)
             accepted.append((done, last, len(messages)))
         if not accepted:
-            return succeed([])
+            return succeed(repeats)
+        if new_ids:
+            assert ids is not None
+            return self._write_with_ids(f, b"".join(chunks), lengths, accepted, restart, ids,
+                                        new_ids, repeats, followers, now)
         data = b"".join(chunks)
         first = (f.last_num if restart is None else restart) + 1
         before = (f.start, f.last_num, f.missing)
@@ -300,7 +358,7 @@ class Log:
         def durable(at: int) -> Answers:
             # The file cannot have been swapped: swaps take the same lock.
             f.published(first, at, lengths=lengths)
-            return accepted
+            return accepted + repeats
 
         def failed(failure: Any) -> Answers:
             if restart is not None and f.missing:
@@ -310,7 +368,7 @@ class Log:
             for done, _, n in accepted:
                 self.errs += 1
                 done.errback(error)
-            return []
+            return repeats
 
         # A first write creates the file (write, fsync, rename): off-thread.
         if len(data) > BLOCKING_BYTES or f.fd is None or f.missing:
@@ -318,6 +376,125 @@ class Log:
         else:
             w = maybeDeferred(f.append, data)
         return w.addCallback(written).addCallbacks(durable, failed)
+
+    # -- message ids -----------------------------------------------------------
+
+    def _msg_ids(self, now: float) -> MsgIds:
+        """The log's ids, made on its first put with one; the expired ones dropped."""
+        ids = self._ids
+        if ids is None:
+            ids = self._ids = MsgIds(self.file.folder, self.name, self._dedupe)
+        ids.expire(now)
+        return ids
+
+    def _room_for_id(self, now: float, adding: int) -> bool:
+        """Is there room for one more id in the store's cap (expiring all logs' if need be)?"""
+        dedupe = self._dedupe
+        if dedupe.count + adding < dedupe.max_ids:
+            return True
+        for log in list(dedupe.holders):
+            ids = log._ids
+            if ids is not None and ids is not UNREAD:
+                ids.expire(now)
+                if not len(ids):
+                    dedupe.holders.discard(log)
+        return dedupe.count + adding < dedupe.max_ids
+
+    def _write_with_ids(self, f: LogFile, data: bytes, lengths: List[int], accepted: Answers,
+                        restart: Optional[int], ids: MsgIds, new_ids: Dict[str, int],
+                        repeats: Answers, followers: List[Tuple["Deferred[int]", int]],
+                        now: float) -> "Deferred[Answers]":
+        """
+        The write of puts with new message ids: the records to the log file,
+        then the ids' lines to its side file, both synced before anything is
+        answered; when either fails, both are cut back (kaf.msgids tells
+        the crash ordering).  The side file is open only during the write,
+        counted among the open files.
+        """
+        first = (f.last_num if restart is None else restart) + 1
+        before = (f.start, f.last_num, f.missing)
+        lines = b"".join([id_line(msg_id, accepted[i][1], accepted[i][2], now)
+                          for msg_id, i in new_ids.items()])
+        if restart is not None:
+            f.restart(restart)
+        log_at: List[int] = []
+
+        def compact(_: object) -> Any:
+            if ids.wants_compaction():
+                return self._blocking(ids.rewrite, ids.snapshot(), len(ids))
+            return None
+
+        def append_log(_: object) -> "Deferred[int]":
+            if len(data) > BLOCKING_BYTES or f.fd is None or f.missing:
+                return self._blocking(f.append, data)
+            return maybeDeferred(f.append, data)
+
+        def append_ids(at: int) -> "Deferred[Any]":
+            log_at.append(at)
+            self._files.used(self)
+            # Opening the side file may create it (and sync the folder).
+            d = self._blocking(ids.append, lines)
+            return d.addCallbacks(sync, undo_log)
+
+        def sync(side_at: int) -> Any:
+            if not self._fsync:
+                return None
+            syncs = [self._syncing(f, log_at[0]),
+                     self._syncing(ids, side_at)]  # type: ignore[arg-type]
+            return DeferredList(syncs, consumeErrors=True).addCallback(synced, side_at)
+
+        def synced(results: List[Tuple[bool, Any]], side_at: int) -> Any:
+            (log_ok, log_result), (ids_ok, ids_result) = results
+            if log_ok and ids_ok:
+                return None
+            # What failed was cut back; the other is cut back too.
+            if log_ok:
+                return self._blocking(f.undo, log_at[0]).addCallback(lambda _: ids_result)
+            if ids_ok:
+                return self._blocking(ids.cut_back, side_at).addCallback(lambda _: log_result)
+            return log_result
+
+        def undo_log(failure: Any) -> Any:
+            # The ids' append failed (and cut itself back): so is the log's.
+            return self._blocking(f.undo, log_at[0]).addCallback(lambda _: failure)
+
+        def durable(_: object) -> Answers:
+            f.published(first, log_at[0], lengths=lengths)
+            for msg_id, i in new_ids.items():
+                _, num, n = accepted[i]
+                ids.remember(msg_id, num, n, now)
+            self._dedupe.holders.add(self)
+            out = accepted + repeats
+            for done, i in followers:
+                _, num, n = accepted[i]
+                out.append((done, Duplicate(num, n), 0))
+            return out
+
+        def failed(failure: Any) -> Answers:
+            if restart is not None and f.missing:
+                f.start, f.last_num, f.missing = before
+            error = self._write_error(failure)
+            for done, _, _ in accepted:
+                self.errs += 1
+                done.errback(error)
+            for done, _ in followers:
+                self.errs += 1
+                done.errback(error)
+            return repeats
+
+        def closed(result: Any) -> Any:
+            ids.close()
+            self._files.opened(self)
+            return result
+
+        # The side file's descriptor counts against the bound of open files.
+        self._files.opening()
+        d: "Deferred[Any]" = succeed(None)
+        d.addCallback(compact)
+        d.addCallback(append_log)
+        d.addCallback(append_ids)
+        d.addBoth(closed)
+        return d.addCallbacks(durable, failed)
 
     def _write_error(self, failure: Any) -> KafError:
         """The error a failed write is answered with; anything unforeseen is logged."""
@@ -329,7 +506,7 @@ class Log:
 
     def _fail_all(self, failure: Any, batch: List[Put]) -> Answers:
         error = self._write_error(failure)
-        for _, _, _, done in batch:
+        for _, _, _, done, _ in batch:
             if not done.called:
                 self.errs += 1
                 done.errback(error)
@@ -342,8 +519,14 @@ class Log:
         Under the lock: have the file read, open and up to date.  A log is
         read on its first use (repairs of SPEC 6 included), not at start-up;
         a file closed to make room is opened again, and re-read only if
-        another program changed it meanwhile (rule 7).
+        another program changed it meanwhile (rule 7).  The message ids of
+        the window are read on first use too, before any write.
         """
+        if self._ids is UNREAD:
+            return self._attach_file().addCallback(self._read_ids)
+        return self._attach_file()
+
+    def _attach_file(self) -> "Deferred[None]":
         f = self.file
         if f.fd is not None or f.missing:
             self._files.used(self)
@@ -358,6 +541,32 @@ class Log:
             d = self._blocking(f.reattach)
         d.addBoth(self._counted)
         return d.addCallback(lambda _: self._check_disk())
+
+    def _read_ids(self, _: object) -> "Deferred[None]":
+        f = self.file
+        if f.error is not None:
+            # Never written while it cannot be read: looked for once it can.
+            return succeed(None)
+        self._ids = None
+        # Most logs have no side file: one stat tells, and costs no thread.
+        if not os.path.exists(os.path.join(f.folder, SIDE % (self.name,))):
+            return succeed(None)
+
+        def loaded(result: Tuple[Optional[MsgIds], List[str]]) -> None:
+            ids, problems = result
+            self._report(problems)
+            self._ids = ids
+            if ids is not None:
+                self._dedupe.count += len(ids)
+                self._dedupe.holders.add(self)
+
+        def failed(failure: Any) -> Any:
+            self._ids = UNREAD
+            return failure
+
+        d = self._blocking(MsgIds.load, f.folder, self.name, self._dedupe, f.last_num,
+                           self._reactor.seconds())
+        return d.addCallbacks(loaded, failed)
 
     def _counted(self, result: Any) -> Any:
         self._files.opened(self)
@@ -571,6 +780,7 @@ class Log:
             if new is not self.file:
                 old, self.file = self.file, new
                 old.close()
+                self.archived += 1
                 self.log.info("log {name}: archived up to {upto} as {archive}, kept {kept}",
                               name=self.name, upto=used, archive=name, kept=kept)
             return name, used, kept

@@ -465,6 +465,10 @@ class LogFile:
         self._cut_back(undo_to)
         raise _write_error(e)
 
+    def undo(self, at: int) -> None:
+        """Cut the file back to C{at}: a write after it is undone (and synced)."""
+        self._cut_back(at)
+
     def _cut_back(self, at: int) -> None:
         assert self.fd is not None
         try:

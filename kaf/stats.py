@@ -41,12 +41,15 @@ class Stats:
         logs: List[Dict[str, Any]] = []
         for log in self._store.used():
             gets, puts, errs = log.reset_counters()
-            if log.name == STATS_LOG or not (gets or puts or errs):
+            archived, log.archived = log.archived, 0
+            if log.name == STATS_LOG or not (gets or puts or errs or archived):
                 continue
             entry: Dict[str, Any] = {"name": log.name, "last": log.last,
                                      "gets": gets, "puts": puts}
             if errs:
                 entry["errs"] = errs
+            if archived:
+                entry["archived"] = archived
             logs.append(entry)
         beg, self._beg = self._beg, end
         if not logs:

@@ -10,20 +10,22 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from kaf import logfile
+from kaf import logfile, msgids
 from kaf.errors import InvalidName, ReservedName
 from kaf.log import Log, Runner, Syncer
 from kaf.logfile import LogFile
+from kaf.msgids import Dedupe
 from kaf.openfiles import OpenFiles, default_limit
 
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,200}\Z")
 _TMP = re.compile(r"\.(.+)\.(?:archive-tmp|new)\Z")
+_IDS_TMP = re.compile(r"\.(.+)\.ids-tmp\Z")
 
 
 def name_problem(name: str) -> Optional[str]:
@@ -48,8 +50,12 @@ class Store:
 
     def __init__(self, folder: str, reactor: IReactorTime, blocking: Runner,
                  fsync: bool = True, gather: bool = False,
-                 syncing: Optional[Syncer] = None, max_open: Optional[int] = None) -> None:
-        """C{max_open} bounds the logs with an open file (by default, from RLIMIT_NOFILE)."""
+                 syncing: Optional[Syncer] = None, max_open: Optional[int] = None,
+                 dedupe: Optional[Dedupe] = None) -> None:
+        """
+        C{max_open} bounds the logs with an open file (by default, from
+        RLIMIT_NOFILE); C{dedupe}: the window and cap of message ids.
+        """
         self.folder = folder
         self._reactor = reactor
         self._blocking = blocking
@@ -57,12 +63,15 @@ class Store:
         self._gather = gather
         self._syncing = syncing
         self.files = OpenFiles(default_limit() if max_open is None else max_open)
+        self.dedupe = Dedupe() if dedupe is None else dedupe
+        #: Told of every write to a log (the retention rules), if set.
+        self.watch: Optional[Callable[[Log], None]] = None
         # None: a log found at start-up and not used since.
         self._logs: Dict[str, Optional[Log]] = {}
 
     def _log(self, f: LogFile) -> Log:
         return Log(f, self._reactor, self._blocking, self._fsync, self._gather, self._syncing,
-                   self.files)
+                   self.files, self.dedupe, self.watch)
 
     def _found(self, name: str) -> Optional[Log]:
         """The log named C{name} if it is known, its service made on first use."""
@@ -87,6 +96,10 @@ class Store:
             m = _TMP.match(entry.name)
             if m:
                 for line in logfile.tidy(self.folder, m.group(1)):
+                    self.log.warn("{line}", line=line)
+            m = _IDS_TMP.match(entry.name)
+            if m:
+                for line in msgids.tidy(self.folder, m.group(1)):
                     self.log.warn("{line}", line=line)
         for entry in entries:
             name = entry.name

@@ -26,6 +26,8 @@ from twisted.python import usage
 from kaf.auth import Auth, AuthFileError
 from kaf.health import Readiness
 from kaf.log import Runner
+from kaf.msgids import DEFAULT_MAX_IDS, Dedupe
+from kaf.retention import Retention, RetentionService, duration, parse_rule
 from kaf.stats import Stats, StatsService
 from kaf.store import Store
 from kaf.syncer import SyncProcesses
@@ -96,6 +98,13 @@ class KafOptions(usage.Options):
                                       "open-file limit left after Kaf's own)"],
         ["auth", None, None, "a JSON file of tokens and the logs each may read, write and "
                              "archive; read again on SIGHUP (default: no access control)"],
+        ["dedupe-window", None, "2m", "how long a put's Kaf-Msg-Id is remembered: a repeat "
+                                      "within it writes nothing (45s, 2m, 1h; 0: off)"],
+        ["dedupe-max-ids", None, str(DEFAULT_MAX_IDS),
+         "most message ids remembered, all logs together; beyond it a put with a new id "
+         "is refused (503)"],
+        ["archive-keep", None, None, "after an archive made by --retain, delete the log's "
+                                     "oldest archive files beyond this many (default: keep all)"],
     ]
     optFlags = [
         ["access-log", None, "log every request (costs speed)"],
@@ -104,6 +113,20 @@ class KafOptions(usage.Options):
     def __init__(self) -> None:
         usage.Options.__init__(self)
         self["listen"] = []
+        self["retain"] = []
+
+    def opt_retain(self, rule: str) -> None:
+        try:
+            self["retain"].append(parse_rule(rule))
+        except ValueError as e:
+            raise usage.UsageError("--retain %s" % (e,))
+
+    # One paragraph in twistd kaf --help.
+    opt_retain.__doc__ = (
+        "GLOB:max-messages=N,max-bytes=B,max-age=D: archive the logs matching GLOB by "
+        "themselves when one passes a limit, keeping the newest messages within it; B in "
+        "bytes or kB, MB, GB (1000s), KiB, MiB, GiB (1024s); D in s, m, h or d; "
+        "repeatable, the first matching rule counts (default: none)")
 
     def opt_listen(self, endpoint: str) -> None:
         """An endpoint string (tcp:7749, unix:/run/kaf.sock); repeatable; replaces --addr."""
@@ -117,6 +140,14 @@ class KafOptions(usage.Options):
         self["stats-interval"] = _positive("stats-interval", self["stats-interval"], float)
         self["max-message-size"] = _positive("max-message-size", self["max-message-size"])
         self["max-wait"] = _positive("max-wait", self["max-wait"], float, zero=True)
+        window = duration(self["dedupe-window"])
+        if window is None:
+            raise usage.UsageError("--dedupe-window must be a duration like 45s, 2m or 1h, "
+                                   "or 0 (got %r)" % (self["dedupe-window"],))
+        self["dedupe-window"] = window
+        self["dedupe-max-ids"] = _positive("dedupe-max-ids", self["dedupe-max-ids"])
+        if self["archive-keep"] is not None:
+            self["archive-keep"] = _positive("archive-keep", self["archive-keep"])
         if self["max-open-logs"] is not None:
             self["max-open-logs"] = _positive("max-open-logs", self["max-open-logs"])
         # A data folder under a file is refused now; whether the folder
@@ -296,8 +327,15 @@ def makeService(config: KafOptions, reactor: Optional[Any] = None) -> MultiServi
     reactor.addSystemEventTrigger("after", "shutdown", syncing.stop)
     store = Store(config["data"], reactor, blocking,
                   fsync=config["fsync"] == "always", gather=True, syncing=syncing,
-                  max_open=config["max-open-logs"])
+                  max_open=config["max-open-logs"],
+                  dedupe=Dedupe(config["dedupe-window"], config["dedupe-max-ids"]))
     StoreService(store, reactor).setServiceParent(top)
+
+    if config["retain"]:
+        retention = Retention(store, config["retain"], reactor, blocking,
+                              archive_keep=config["archive-keep"])
+        store.watch = retention.written
+        RetentionService(retention, reactor).setServiceParent(top)
 
     stats = Stats(store, reactor)
     StatsService(stats, config["stats-interval"], reactor).setServiceParent(top)

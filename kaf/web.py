@@ -32,6 +32,7 @@ from kaf.http import HTTPFactory
 from kaf.errors import (BadRequest, ExpectMismatch, KafError, MessageTooLarge, Repeats,
                         UnknownLog)
 from kaf.log import EMPTY as _EMPTY, Log, Reply
+from kaf.msgids import Duplicate, check_id
 from kaf.store import Store
 from kaf.streamed import PiecesProducer
 
@@ -40,7 +41,8 @@ from kaf.streamed import PiecesProducer
 _SPELLING = getattr(getattr(http_headers, "_NameEncoder", http_headers.Headers),
                     "_caseMappings", None)
 if isinstance(_SPELLING, dict):
-    for _name in (b"X-Kaf-LastMsg", b"X-Kaf-FirstMsg", b"X-Kaf-LastMsgSent", b"X-Kaf-Count"):
+    for _name in (b"X-Kaf-LastMsg", b"X-Kaf-FirstMsg", b"X-Kaf-LastMsgSent", b"X-Kaf-Count",
+                  b"Kaf-Msg-Id"):
         _SPELLING[b"-".join([w.capitalize() for w in _name.split(b"-")])] = _name
 
 MAX_BATCH_BODY = 64 << 20
@@ -135,16 +137,24 @@ class KafWeb:
         expect = _int(args, b"expect", "put", minimum=0)
         first = _int(args, b"first", "put", minimum=1)
         batch = _one(args, b"batch", "put")
+        msg_id = request.getHeader(b"Kaf-Msg-Id")
+        if msg_id is not None:
+            msg_id = check_id(msg_id)
         body = request.content.read() if request.content is not None else b""
         messages = self._messages(body, batch)
         log = self.store.get_or_create(name)
 
         def done(last: int) -> bytes:
+            count = len(messages)
+            if isinstance(last, Duplicate):
+                # Written before: the first put's reply, as it was.
+                request.setHeader(b"Kaf-Duplicate", b"true")
+                count = last.count
             if batch is not None:
-                request.setHeader(b"X-Kaf-Count", b"%d" % (len(messages),))
+                request.setHeader(b"X-Kaf-Count", b"%d" % (count,))
             return _reply(request, TEXT, b"%d" % (last,))
 
-        return log.put(messages, expect, first).addCallback(done)
+        return log.put(messages, expect, first, msg_id).addCallback(done)
 
     def _messages(self, body: bytes, batch: Optional[bytes]) -> List[bytes]:
         if batch is None:
