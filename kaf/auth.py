@@ -8,7 +8,8 @@ logs it may read, write and archive, as glob patterns.  The file is JSON:
        "read": ["*"], "write": ["*"], "archive": ["*"]}
     ]}
 
-C{/logs} is granted like a log named C{/logs}, C{_kaf} like any log, so
+C{/logs} is granted like a log named C{/logs}, C{/metrics} like one named
+C{/metrics}, C{_kaf} like any log, so
 C{"read": ["*"]} covers them.  Tokens are compared in constant time and
 never logged; a token may be stored as its SHA-256 instead.  Pure: no
 Twisted, no HTTP; the web layer asks L{Rules.check}.
@@ -23,8 +24,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 RIGHTS = ("read", "write", "archive")
 
-#: The name /logs is granted under.
+#: The names /logs and /metrics are granted under.
 LOGS = "/logs"
+METRICS = "/metrics"
 
 
 class AuthFileError(Exception):
@@ -67,7 +69,7 @@ class Rules:
         """The name of the token that may do C{right} on C{name}; else L{Refused}."""
         token = self.identify(authorization, op)
         if not token.may(right, name):
-            what = "the log list" if name == LOGS else "log %r" % (name,)
+            what = {LOGS: "the log list", METRICS: "the metrics"}.get(name, "log %r" % (name,))
             raise Refused(403, "%s: token %r may not %s %s" % (op, token.name, right, what))
         return token.name
 

@@ -19,11 +19,10 @@ start.
 from __future__ import annotations
 
 import re
-import time
 from collections import deque
 from email.utils import formatdate
 from io import BytesIO
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple, Union
 from urllib.parse import parse_qs
 
 from klein._app import KleinRequest
@@ -259,6 +258,8 @@ class Request:
 
     code = 200
     code_message = b"OK"
+    #: When the request began to arrive (the reactor's seconds).
+    started: Optional[float] = None
     finished = False
     startedWriting = False
     _producer: Any = None
@@ -455,6 +456,38 @@ registerAdapter(KleinRequest, Request, IKleinRequest)
 
 # -- connections -------------------------------------------------------------------
 
+class Refusal:
+    """
+    What the watchers of requests (the metrics, the access log) see of a
+    request the channel refused itself (400, 408, 413, 431): its request
+    line when it was read, else C{-}.
+    """
+
+    started = None
+    path = b""
+    method = b"-"
+    uri = b""
+    clientproto = b""
+
+    def __init__(self, channel: "HTTPConnection", code: int, length: int,
+                 request: Optional[Request]) -> None:
+        self.channel = channel
+        self.code = code
+        self.sentLength = length
+        self._request = request
+        if request is not None:
+            self.path = request.path
+            self.method = request.method
+            self.uri = request.uri
+            self.clientproto = request.clientproto
+
+    def getPeer(self) -> Any:
+        return self.channel.getPeer()
+
+    def getHeader(self, name: bytes) -> Optional[bytes]:
+        return None if self._request is None else self._request.getHeader(name)
+
+
 class HTTPConnection(Protocol):
     """One client connection: parses requests, renders them in order, replies."""
 
@@ -493,6 +526,7 @@ class HTTPConnection(Protocol):
 
     def connectionMade(self) -> None:
         f = self.factory
+        f.connections += 1
         self._parser = f.make_parser(self)
         self._last_read = f.reactor.seconds()
         self.transport.registerProducer(self, True)
@@ -561,6 +595,7 @@ class HTTPConnection(Protocol):
 
     def connectionLost(self, reason: Failure) -> None:
         self.gone = True
+        self.factory.connections -= 1
         for call in (self._timer, self._abort):
             if call is not None and call.active():
                 call.cancel()
@@ -599,6 +634,7 @@ class HTTPConnection(Protocol):
         uri = b"".join(self._url)
         request = Request(self, p.get_method(), uri, version, self._headers, self._by_name,
                           p.should_keep_alive())
+        request.started = self._started
         self._incoming = request
         self._received = 0
         self._limit = limit = self.factory.body_limit(request.method, uri)
@@ -669,9 +705,8 @@ class HTTPConnection(Protocol):
 
     def request_done(self, request: Request) -> None:
         """The reply to C{request} is whole: log it, then go on to the next."""
-        f = self.factory
-        if f.access_log:
-            f.log_request(self, request)
+        for watch in self.factory.watchers:
+            watch(request)
         if request is not self._current:
             return
         self._current = None
@@ -728,7 +763,10 @@ class HTTPConnection(Protocol):
 
     _pending_refusal: Optional[Tuple[int, str]] = None
 
+    _refused_request: Optional[Request] = None
+
     def _refuse_body(self, request: Request, limit: int) -> None:
+        self._refused_request = request
         parts = request.path.split(b"/")
         op = parts[1].decode("latin-1") if len(parts) > 2 and parts[1] in (
             b"put", b"get", b"archive") else "request"
@@ -754,6 +792,10 @@ class HTTPConnection(Protocol):
             b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
             b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
             % (status, _PHRASES[status], len(body), body))
+        if self.factory.watchers:
+            refusal = Refusal(self, status, len(body), self._refused_request)
+            for watch in self.factory.watchers:
+                watch(refusal)
         # Discard what the client still sends, then close: closing at once
         # with unread data would reset the connection before the client
         # reads the answer.
@@ -804,14 +846,21 @@ class HTTPFactory(Factory):
     log = Logger()
 
     def __init__(self, resource: Any, body_limit: Callable[[bytes, bytes], Optional[int]],
-                 reactor: IReactorTime, access_log: bool = False, timeout: float = 75.0,
+                 reactor: IReactorTime, watchers: Sequence[Callable[[Request], None]] = (),
+                 timeout: float = 75.0,
                  make_parser: Callable[[Any], Any] = _make_parser) -> None:
-        """C{make_parser}: L{PythonParser}, or httptools' where it loads."""
+        """
+        C{watchers}: called with each request once its reply is whole (the
+        metrics, the access log).  C{make_parser}: L{PythonParser}, or
+        httptools' where it loads.
+        """
         self.make_parser = make_parser
         self.resource = resource
         self.body_limit = body_limit
         self.reactor = reactor
-        self.access_log = access_log
+        self.watchers = tuple(watchers)
+        #: Connections open now.
+        self.connections = 0
         #: Seconds an idle connection stays open.
         self.timeOut = timeout
         self._date = b""
@@ -836,14 +885,3 @@ class HTTPFactory(Factory):
             self._date_at = now
             self._date = formatdate(now, usegmt=True).encode("ascii")
         return self._date
-
-    def log_request(self, connection: HTTPConnection, request: Request) -> None:
-        peer = connection.getPeer()
-        self.log.info('{peer} - - [{time}] "{method} {uri} {proto}" {code} {length}',
-                      peer=getattr(peer, "host", "-"),
-                      time=time.strftime("%d/%b/%Y:%H:%M:%S +0000",
-                                         time.gmtime(self.reactor.seconds())),
-                      method=request.method.decode("latin-1"),
-                      uri=request.uri.decode("latin-1"),
-                      proto=request.clientproto.decode("latin-1"),
-                      code=request.code, length=request.sentLength or "-")

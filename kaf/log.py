@@ -89,7 +89,8 @@ class Log:
     __slots__ = ("file", "name", "_reactor", "_blocking", "_syncing", "_fsync", "_lock",
                  "_pending", "_flush_scheduled", "_gather", "_waiters", "_wait_keys",
                  "_unanswered", "_answer_call", "_closing", "_files", "gets", "puts", "errs",
-                 "_dedupe", "_ids", "_watch", "archived", "__weakref__")
+                 "_dedupe", "_ids", "_watch", "archived",
+                 "_counted_before", "served", "bytes_in", "bytes_out", "__weakref__")
 
     def __init__(self, file: LogFile, reactor: IReactorTime, blocking: Runner,
                  fsync: bool = True, gather: bool = False,
@@ -140,6 +141,13 @@ class Log:
         self.gets = 0
         self.puts = 0
         self.errs = 0
+        # Since start-up, for /metrics: the counts of the intervals closed
+        # by reset_counters, messages and record bytes read, record bytes
+        # written.
+        self._counted_before = (0, 0, 0)
+        self.served = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
 
     @property
     def clock(self) -> IReactorTime:
@@ -157,9 +165,17 @@ class Log:
         return self.file.last_num
 
     def reset_counters(self) -> Tuple[int, int, int]:
+        """The gets, puts and errors of the interval ending now; the next starts at 0."""
         counts = (self.gets, self.puts, self.errs)
+        gets, puts, errs = self._counted_before
+        self._counted_before = (gets + counts[0], puts + counts[1], errs + counts[2])
         self.gets = self.puts = self.errs = 0
         return counts
+
+    def totals(self) -> Tuple[int, int, int]:
+        """The gets, puts (messages written) and errors since start-up."""
+        gets, puts, errs = self._counted_before
+        return gets + self.gets, puts + self.puts, errs + self.errs
 
     def _report(self, problems: List[str]) -> None:
         for p in problems:
@@ -358,6 +374,7 @@ class Log:
         def durable(at: int) -> Answers:
             # The file cannot have been swapped: swaps take the same lock.
             f.published(first, at, lengths=lengths)
+            self.bytes_in += len(data)
             return accepted + repeats
 
         def failed(failure: Any) -> Answers:
@@ -460,6 +477,7 @@ class Log:
 
         def durable(_: object) -> Answers:
             f.published(first, log_at[0], lengths=lengths)
+            self.bytes_in += len(data)
             for msg_id, i in new_ids.items():
                 _, num, n = accepted[i]
                 ids.remember(msg_id, num, n, now)
@@ -655,6 +673,8 @@ class Log:
             return succeed(Reply(EMPTY, last, True))
         index = f.index
         size = index.ends[i + n - 1] - index.starts[i]
+        self.served += n
+        self.bytes_out += size
         if pieces and size > PIECES_BYTES:
             found = f.pieces(i, n)
             if found is not None:

@@ -45,6 +45,16 @@ class SyncProcesses:
         self._blocking = blocking
         self._size = size
         self._children: List[SyncProcess] = []
+        #: Helpers started, and those that ended while in use (each is
+        #: replaced by a new one when next needed).
+        self.started = 0
+        self.lost = 0
+        #: Called with each fsync's seconds, when set (see kaf.metrics).
+        self.timed: Optional[Callable[[float], None]] = None
+
+    @property
+    def running(self) -> int:
+        return len(self._children)
 
     def __call__(self, f: LogFile, undo_to: int) -> "Deferred[None]":
         assert f.fd is not None
@@ -52,13 +62,14 @@ class SyncProcesses:
         child = min(children, key=SyncProcess.load) if children else None
         try:
             if child is None or child.load() and len(children) < self._size:
-                child = SyncProcess(self._reactor, self._forget)
-                children.append(child)
+                child = self._start()
             d = child.sync(f.fd)
         except OSError as e:
             # No process to start (out of descriptors, say): the file must
             # still be cut back.
             d = fail(e)
+        if self.timed is not None:
+            d.addCallback(self._time, self._reactor.seconds())
         d.addErrback(self._failed, f, undo_to)
         return d
 
@@ -68,11 +79,21 @@ class SyncProcesses:
         child = min(children, key=SyncProcess.load) if children else None
         try:
             if child is None:
-                child = SyncProcess(self._reactor, self._forget)
-                children.append(child)
+                child = self._start()
             return child.sync(fd)
         except OSError as e:
             return fail(e)
+
+    def _start(self) -> "SyncProcess":
+        child = SyncProcess(self._reactor, self._forget)
+        self._children.append(child)
+        self.started += 1
+        return child
+
+    def _time(self, result: None, began: float) -> None:
+        assert self.timed is not None
+        self.timed(self._reactor.seconds() - began)
+        return result
 
     def _failed(self, failure: Failure, f: LogFile, undo_to: int) -> "Deferred[None]":
         e = failure.value
@@ -83,6 +104,7 @@ class SyncProcesses:
     def _forget(self, child: "SyncProcess") -> None:
         if child in self._children:
             self._children.remove(child)
+            self.lost += 1
 
     def stop(self) -> None:
         """End the processes (the store is closed: no sync is pending)."""

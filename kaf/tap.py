@@ -11,7 +11,7 @@ import re
 import signal
 import sys
 import tempfile
-from typing import Any, List, NoReturn, Optional
+from typing import Any, Callable, List, NoReturn, Optional
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
@@ -23,11 +23,14 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
 
+from kaf.accesslog import AccessLog, AccessLogService
 from kaf.auth import Auth, AuthFileError
+from kaf.cors import Cors, CorsOptionError, parse_origins
 from kaf.health import Readiness
 from kaf.log import Runner
 from kaf.msgids import DEFAULT_MAX_IDS, Dedupe
 from kaf.retention import Retention, RetentionService, duration, parse_rule
+from kaf.metrics import Metrics
 from kaf.stats import Stats, StatsService
 from kaf.store import Store
 from kaf.syncer import SyncProcesses
@@ -103,11 +106,16 @@ class KafOptions(usage.Options):
         ["dedupe-max-ids", None, str(DEFAULT_MAX_IDS),
          "most message ids remembered, all logs together; beyond it a put with a new id "
          "is refused (503)"],
+        ["access-log", None, None, "write a line a request to this file, in the combined "
+                                   "log format; opened again on SIGHUP (default: none; it "
+                                   "costs throughput)"],
+        ["cors", None, None, "ORIGIN[,ORIGIN...]: pages from these origins (or *) may put "
+                             "and read; preflights are answered (default: none)"],
         ["archive-keep", None, None, "after an archive made by --retain, delete the log's "
                                      "oldest archive files beyond this many (default: keep all)"],
     ]
     optFlags = [
-        ["access-log", None, "log every request (costs speed)"],
+        ["no-metrics", None, "serve no /metrics (it is on by default)"],
     ]
 
     def __init__(self) -> None:
@@ -158,6 +166,17 @@ class KafOptions(usage.Options):
         if not os.path.isdir(existing):
             raise usage.UsageError("--data %r cannot be a folder: %r is a file"
                                    % (self["data"], existing))
+        if self["cors"] is not None:
+            try:
+                self["cors"] = Cors(parse_origins(self["cors"]))
+            except CorsOptionError as e:
+                raise usage.UsageError("--cors: %s" % (e,))
+        if self["access-log"] is not None:
+            try:
+                open(self["access-log"], "ab").close()
+            except OSError as e:
+                raise usage.UsageError("--access-log %r cannot be written: %s"
+                                       % (self["access-log"], e.strerror or e))
         if self["auth"] is not None:
             try:
                 self["auth"] = Auth(self["auth"])
@@ -275,14 +294,6 @@ class AuthService(Service):
         Service.startService(self)
         self.log.info("access control: {n} tokens from {path}",
                       n=len(self.auth.rules.tokens), path=self.auth.path)
-        signal.signal(signal.SIGHUP, self._hangup)
-
-    def stopService(self) -> None:
-        Service.stopService(self)
-        signal.signal(signal.SIGHUP, signal.SIG_DFL)
-
-    def _hangup(self, signum: int, frame: Any) -> None:
-        self._reactor.callFromThread(self.reload)
 
     def reload(self) -> None:
         problem = self.auth.reload()
@@ -292,6 +303,29 @@ class AuthService(Service):
         else:
             self.log.warn("access control: {path} not used, the rules before stay: {problem}",
                           path=self.auth.path, problem=problem)
+
+
+class HangupService(Service):
+    """On SIGHUP, runs each of its actions (read --auth again, reopen --access-log)."""
+
+    def __init__(self, reactor: Any, actions: List[Callable[[], None]]) -> None:
+        self._reactor = reactor
+        self.actions = actions
+
+    def startService(self) -> None:
+        Service.startService(self)
+        signal.signal(signal.SIGHUP, self._hangup)
+
+    def stopService(self) -> None:
+        Service.stopService(self)
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+    def _hangup(self, signum: int, frame: Any) -> None:
+        self._reactor.callFromThread(self.hangup)
+
+    def hangup(self) -> None:
+        for action in self.actions:
+            action()
 
 
 def loopback_only(endpoint: str) -> bool:
@@ -340,9 +374,12 @@ def makeService(config: KafOptions, reactor: Optional[Any] = None) -> MultiServi
     stats = Stats(store, reactor)
     StatsService(stats, config["stats-interval"], reactor).setServiceParent(top)
 
+    hangup: List[Callable[[], None]] = []
     auth = config["auth"]
     if auth is not None:
-        AuthService(auth, reactor).setServiceParent(top)
+        auth_service = AuthService(auth, reactor)
+        auth_service.setServiceParent(top)
+        hangup.append(auth_service.reload)
     else:
         for endpoint in config["listen"]:
             if not loopback_only(endpoint):
@@ -352,9 +389,20 @@ def makeService(config: KafOptions, reactor: Optional[Any] = None) -> MultiServi
     fsync = config["fsync"] == "always"
     # With --fsync never no helper is ever used, so none is asked.
     readiness = Readiness(config["data"], reactor, ping=syncing.ping if fsync else None)
+    metrics = None if config["no-metrics"] else Metrics(store, syncing if fsync else None)
     web = KafWeb(store, max_message_size=config["max-message-size"],
-                 max_wait=config["max-wait"], auth=auth, readiness=readiness)
-    site = make_site(web, reactor, access_log=config["access-log"])
+                 max_wait=config["max-wait"], auth=auth, readiness=readiness, metrics=metrics,
+                 cors=config["cors"])
+    watchers: List[Callable[[Any], None]] = []
+    if config["access-log"] is not None:
+        access = AccessLog(config["access-log"], reactor)
+        access_service = AccessLogService(access, reactor)
+        access_service.setServiceParent(top)
+        watchers.append(access.request_done)
+        hangup.append(access_service.reopen)
+    if hangup:
+        HangupService(reactor, hangup).setServiceParent(top)
+    site = make_site(web, reactor, watchers)
     for endpoint in config["listen"]:
         service = Listener(serverFromString(reactor, endpoint), site)
         service.endpoint_text = endpoint

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from functools import lru_cache, partial
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 from urllib.parse import unquote
 
 from klein import Klein
@@ -26,13 +26,15 @@ from twisted.web.server import NOT_DONE_YET
 from werkzeug.exceptions import NotFound
 
 from kaf import _format, console, sse
-from kaf.auth import LOGS, Auth, Refused
+from kaf.auth import LOGS, METRICS, Auth, Refused
+from kaf.cors import Cors
 from kaf.health import Readiness
 from kaf.http import HTTPFactory
 from kaf.errors import (BadRequest, ExpectMismatch, KafError, MessageTooLarge, Repeats,
                         UnknownLog)
 from kaf.log import EMPTY as _EMPTY, Log, Reply
 from kaf.msgids import Duplicate, check_id
+from kaf.metrics import CONTENT_TYPE as METRICS_TYPE, Metrics
 from kaf.store import Store
 from kaf.streamed import PiecesProducer
 
@@ -67,6 +69,7 @@ _HINTS = {
     "console": ("GET, HEAD", "console: open it in a browser, {url}"),
     "health": ("GET, HEAD", "health: use GET, e.g. curl {url}"),
     "ready": ("GET, HEAD", "ready: use GET, e.g. curl {url}"),
+    "metrics": ("GET, HEAD", "metrics: use GET, e.g. curl {url}"),
 }
 
 
@@ -78,10 +81,17 @@ class KafWeb:
 
     def __init__(self, store: Store, max_message_size: int = 5 << 20,
                  max_wait: float = 60.0, auth: Optional[Auth] = None,
-                 readiness: Optional[Readiness] = None) -> None:
-        """C{auth}: the access rules of C{--auth}; None serves everyone."""
+                 readiness: Optional[Readiness] = None,
+                 metrics: Optional[Metrics] = None, cors: Optional[Cors] = None) -> None:
+        """
+        C{auth}: the access rules of C{--auth}; None serves everyone.
+        C{metrics}: what /metrics reports; None answers it 404 (--no-metrics).
+        C{cors}: the origins of C{--cors}; None sets no CORS header.
+        """
         self.store = store
         self.auth = auth
+        self.metrics = metrics
+        self.cors = cors
         self.max_message_size = max_message_size
         self.max_wait = max_wait
         self.readiness = readiness
@@ -93,7 +103,7 @@ class KafWeb:
             self.auth.rules.check(request.getHeader(b"Authorization"), right, name, op)
 
     def resource(self) -> "KafResource":
-        return KafResource(self.app)
+        return KafResource(self.app, self.cors)
 
     # -- errors, in one place ------------------------------------------------
 
@@ -348,6 +358,14 @@ class KafWeb:
 
         return self.readiness.check().addCallback(answer)
 
+    @app.route("/metrics")
+    def metrics_page(self, request: IRequest) -> bytes:
+        _method(request, "metrics")
+        self._allow(request, "read", METRICS, "metrics")
+        if self.metrics is None:
+            return _text(request, 404, "metrics: off (the server runs with --no-metrics)")
+        return _reply(request, METRICS_TYPE, self.metrics.exposition())
+
     @app.route("/", branch=True)
     def unknown(self, request: IRequest) -> bytes:
         path = request.path.decode("latin-1")
@@ -380,14 +398,21 @@ class KafResource(KleinResource):
     Routes and error handlers are Klein's, called as Klein calls them.
     """
 
-    def __init__(self, app: Klein) -> None:
+    def __init__(self, app: Klein, cors: Optional[Cors] = None) -> None:
         KleinResource.__init__(self, app)
+        self._cors = cors
         self._match = partial(app.url_map.bind("kaf").match, return_rule=True)
         # Paths no longer than a route with the longest log name: at most
         # about a megabyte, whatever paths clients make up.
         self._route = lru_cache(maxsize=4096)(self._match)
 
     def render(self, request: IRequest) -> Any:
+        if self._cors is not None:
+            # Before routing: a preflight is answered here, and every other
+            # reply (errors included) carries the headers a page needs.
+            preflight = self._cors.answer(request)
+            if preflight is not None:
+                return preflight
         try:
             # A path that is not UTF-8 is routed all the same, so that a bad
             # log name in it gets the reason a bad log name gets.
@@ -572,7 +597,18 @@ def body_limit_for(max_message_size: int) -> Callable[[bytes, bytes], Optional[i
     return limit
 
 
-def make_site(web: KafWeb, reactor: IReactorTime, access_log: bool = False) -> HTTPFactory:
-    """The HTTP server of Kaf's routes, with their body limits."""
-    return HTTPFactory(web.resource(), body_limit_for(web.max_message_size), reactor,
-                       access_log=access_log)
+def make_site(web: KafWeb, reactor: IReactorTime,
+              watchers: Sequence[Callable[[Any], None]] = ()) -> HTTPFactory:
+    """
+    The HTTP server of Kaf's routes, with their body limits; C{watchers}
+    are called with each request answered (see L{HTTPFactory}), after the
+    metrics' own when they are on.
+    """
+    metrics = web.metrics
+    if metrics is not None:
+        watchers = (metrics.request_done,) + tuple(watchers)
+    site = HTTPFactory(web.resource(), body_limit_for(web.max_message_size), reactor,
+                       watchers=watchers)
+    if metrics is not None:
+        metrics.connections = lambda: site.connections
+    return site
