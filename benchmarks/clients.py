@@ -120,14 +120,21 @@ def message(num: int, size: int) -> bytes:
     return (b"m%d " % (num,)).ljust(size, b"x")[:size]
 
 
-def write_log(path: str, count: int, size: int) -> int:
+def json_message(num: int, size: int) -> bytes:
+    """Message C{num} as a JSON object of C{size} bytes (an event as most are)."""
+    head = b'{"n": %d, "pad": "' % (num,)
+    return head + b"x" * (size - len(head) - 2) + b'"}'
+
+
+def write_log(path: str, count: int, size: int,
+              make: Callable[[int, int], bytes] = message) -> int:
     """Write a log of C{count} messages of C{size} bytes in the disk format."""
     with open(path, "wb") as f:
         f.write(b"KAF_DB|v1|0")
         step = 10000
         for first in range(1, count + 1, step):
             last = min(first + step, count + 1)
-            f.write(b"".join([b"\nKAF_MSG|%d|%d\n%s" % (n, size, message(n, size))
+            f.write(b"".join([b"\nKAF_MSG|%d|%d\n%s" % (n, size, make(n, size))
                               for n in range(first, last)]))
         return f.tell()
 

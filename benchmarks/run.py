@@ -656,12 +656,43 @@ class Bench:
         n = self.settings.messages
         return Server(self.settings, python, "floor", log_file=self.log_file(n), messages=n)
 
+    def json_log_file(self, messages: int) -> str:
+        """A log of C{messages} JSON objects of 100 B, written once."""
+        key = -messages
+        if key not in self._logs:
+            path = os.path.join(self.settings.work, "template-json-%d" % (messages,))
+            clients.write_log(path, messages, 100, clients.json_message)
+            self._logs[key] = path
+        return self._logs[key]
+
     def b4(self, python: Python) -> None:
         n = self.settings.messages
-        self.row(Row("B4 get c64 %s" % (python.label,), "get, 64 conns, random from",
-                     python, "msgs/s"),
-                 lambda: self.kaf_with_log(python, "b4"), lambda: self.floor_with_log(python),
-                 WrkDriver("/get/b4", "get.lua", [str(n), "1000"], 64, 1000, whole_batch(n)))
+
+        def driver(fmt: Optional[str] = None) -> WrkDriver:
+            return WrkDriver("/get/b4", "get.lua", [str(n), "1000"] + ([fmt] if fmt else []),
+                             64, 1000, whole_batch(n))
+
+        def json_kaf() -> Server:
+            server = Server(self.settings, python, "kaf")
+            server.add_log("b4", self.json_log_file(n))
+            return server
+
+        label = python.label
+        floor = lambda: self.floor_with_log(python)  # noqa: E731
+        # In turns, so the formats are compared on one machine state: the
+        # text messages in the kaf and raw formats, JSON objects in json
+        # (each checked, and sent as it is).
+        self.rows_together([
+            RowPlan(Row("B4 get c64 %s" % (label,), "get, 64 conns, random from",
+                        python, "msgs/s"),
+                    lambda: self.kaf_with_log(python, "b4"), floor, driver(), "b4"),
+            RowPlan(Row("B4 raw c64 %s" % (label,), "get format=raw, 64 conns", python,
+                        "msgs/s"),
+                    lambda: self.kaf_with_log(python, "b4"), floor, driver("raw"), "b4"),
+            RowPlan(Row("B4 json c64 %s" % (label,), "get format=json (JSON), 64 conns",
+                        python, "msgs/s"),
+                    json_kaf, floor, driver("json"), "b4"),
+        ])
 
     def b5(self, python: Python) -> None:
         self.row(Row("B5 consumer %s" % (python.label,), "one consumer, from 1 to end",
@@ -801,6 +832,11 @@ def targets(rows: List[Row]) -> List[Dict[str, Any]]:
         if has("B4 get c64"):
             check("B4 get c64 %s" % (label,), "≥ 2.6M msgs/s", median("B4 get c64"),
                   lambda v: v >= 2.6e6)
+        for fmt in ("raw", "json"):
+            if has("B4 %s c64" % (fmt,)) and has("B4 get c64"):
+                kaf_rate, rate = median("B4 get c64"), median("B4 %s c64" % (fmt,))
+                check("B4 %s c64 %s" % (fmt, label), "≥ 0.8 x format=kaf",
+                      rate / kaf_rate if rate and kaf_rate else None, lambda v: v >= 0.8)
         if has("B5 consumer"):
             check("B5 consumer %s" % (label,), "≥ 500k msgs/s", median("B5 consumer"),
                   lambda v: v >= 5e5)

@@ -10,6 +10,8 @@ import mmap
 import os
 import time
 from bisect import bisect_left
+from itertools import repeat
+from operator import sub
 from typing import List, NamedTuple, NoReturn, Optional, Sequence, Tuple
 
 from kaf import _format
@@ -61,11 +63,14 @@ class Slice(NamedTuple):
     def messages(self) -> List[bytes]:
         """Each message's data, in order."""
         span, base = self.span, self.base
-        ends = list(self.ends)
-        # Clean records follow one another: each starts where the last ended.
-        starts = [base] + ends[:-1] if self.clean else self.starts
+        if self.clean:
+            # Canonical records one after the other: found a few calls for
+            # all of them, not a few a message.
+            if base:
+                return _format.data_of_records(span, list(map(sub, self.ends, repeat(base))))
+            return _format.data_of_records(span, self.ends)
         out = []
-        for s, e in zip(starts, ends):
+        for s, e in zip(self.starts, self.ends):
             out.append(span[_format.data_offset(span, s - base):e - base])
         return out
 

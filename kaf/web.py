@@ -562,24 +562,8 @@ def _render(request: IRequest, fmt: bytes, reply: Reply) -> Any:
         request.write(head)
         return records
     if fmt == b"raw":
-        return _reply(request, OCTETS, b"".join([m + b"\n" for m in s.messages()]))
-    items = b",\n".join([_json_item(m) for m in s.messages()])
-    return _reply(request, JSON, b"[" + items + b"]")
-
-
-def _no_constants(name: str) -> None:
-    raise ValueError(name)
-
-
-def _json_item(message: bytes) -> bytes:
-    """A message as it is when it is valid JSON, else as a JSON string."""
-    try:
-        text = message.decode("utf-8")
-        json.loads(text, parse_constant=_no_constants)
-        return message
-    except ValueError:
-        text = message.decode("utf-8", "replace")
-        return json.dumps(text).encode("utf-8")
+        return _reply(request, OCTETS, _format.raw_body(s.messages()))
+    return _reply(request, JSON, _format.json_body(s.messages()))
 
 
 # -- body limits, decided from the request line before the body is read ----
