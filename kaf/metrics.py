@@ -91,14 +91,17 @@ class Metrics:
     def request_done(self, request: Any) -> None:
         """Count a request whose reply is whole (a watcher of kaf.http)."""
         path = request.path
+        # The route is the path's first segment: /put/orders -> put.
         end = path.find(b"/", 1)
-        route = path[1:end] if end > 0 else path[1:]
-        if route not in ROUTES:
-            route = b"other"
-        key = (route, request.code)
+        key = (path[1:end] if end > 0 else path[1:], request.code)
         requests = self.requests
-        requests[key] = requests.get(key, 0) + 1
-        if route == b"put" and request.started is not None:
+        try:
+            requests[key] += 1
+        except KeyError:
+            if key[0] not in ROUTES:
+                key = (b"other", key[1])
+            requests[key] = requests.get(key, 0) + 1
+        if end == 4 and path.startswith(b"/put") and request.started is not None:
             self.put_latency.observe(request.channel.factory.reactor.seconds()
                                      - request.started)
 
