@@ -7,7 +7,7 @@ reading the log only while the client's socket takes what it is sent.
 from __future__ import annotations
 
 import base64
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
@@ -62,6 +62,47 @@ _Shared = Tuple[Log, LogFile, int, int, int, bytes]
 _shared: List[Optional[_Shared]] = [None]
 
 
+class _Followers:
+    """
+    The streams of one log caught up at one number: the log is waited on
+    once for all of them, so a put wakes one Deferred, not one a stream,
+    and the streams are called in the order they began to wait.
+    """
+
+    __slots__ = ("key", "streams", "waiting")
+
+    def __init__(self, key: Tuple[Log, int]) -> None:
+        self.key = key
+        self.streams: Dict["LogStream", None] = {}
+        self.waiting: Optional["Deferred[None]"] = None
+
+    def woken(self, _: None) -> None:
+        self._forget()
+        for stream in list(self.streams):
+            stream._woken(None)
+
+    def failed(self, failure: Failure) -> None:
+        self._forget()
+        for stream in list(self.streams):
+            stream._failed(failure)
+
+    def leave(self, stream: "LogStream") -> None:
+        self.streams.pop(stream, None)
+        if not self.streams and self.waiting is not None:
+            self._forget()
+            waiting, self.waiting = self.waiting, None
+            # The log forgets the wait: nothing of it is left behind.
+            waiting.cancel()
+
+    def _forget(self) -> None:
+        if _followers.get(self.key) is self:
+            del _followers[self.key]
+
+
+#: The groups of streams waiting, by log and number.
+_followers: Dict[Tuple[Log, int], _Followers] = {}
+
+
 @implementer(IPushProducer)
 class LogStream:
     """
@@ -82,7 +123,7 @@ class LogStream:
         self._done = done
         self._paused = False
         self._busy = False          # a read or a wait is under way
-        self._waiting: Optional["Deferred[None]"] = None
+        self._waiting: Optional[_Followers] = None
         self._stopped = False
         self._clock = log.clock
         self._wrote = self._clock.seconds()
@@ -159,8 +200,17 @@ class LogStream:
 
     def _wait(self) -> None:
         self._busy = True
-        self._waiting = self._log.wait(self._next, None)
-        self._waiting.addCallbacks(self._woken, self._failed)
+        key = (self._log, self._next)
+        group = _followers.get(key)
+        if group is None:
+            group = _followers[key] = _Followers(key)
+            group.streams[self] = None
+            self._waiting = group
+            d = group.waiting = self._log.wait(self._next, None)
+            d.addCallbacks(group.woken, group.failed)
+            return
+        group.streams[self] = None
+        self._waiting = group
 
     def _woken(self, _: None) -> None:
         self._waiting = None
@@ -207,7 +257,7 @@ class LogStream:
             keepalive.cancel()
         waiting, self._waiting = self._waiting, None
         if waiting is not None:
-            waiting.cancel()
+            waiting.leave(self)
         self._done()
 
 

@@ -282,6 +282,29 @@ def test_a_client_that_goes_away_leaves_nothing_behind(server: Server) -> None:
     assert server.clock.getDelayedCalls() == []
 
 
+def test_the_streams_caught_up_on_a_log_wait_on_it_once_and_leave_nothing(
+        server: Server) -> None:
+    server.put("many", b"old")
+    streams = [server.stream(b"/get/many?from=2") for _ in range(3)]
+    log = server.store._logs["many"]
+    # One wait of the log serves the three streams.
+    assert log.waiting == 1
+    server.put("many", b"new")
+    for c in streams:
+        assert read_back(dechunk(c.body())) == [(2, b"new")]
+    assert log.waiting == 1
+    # One leaves: the others still get the next put.
+    streams[0].close()
+    server.put("many", b"newer")
+    for c in streams[1:]:
+        assert read_back(dechunk(c.body())) == [(2, b"new"), (3, b"newer")]
+    assert b"newer" not in streams[0].body()
+    for c in streams[1:]:
+        c.close()
+    assert log.waiting == 0
+    assert sse._followers == {}
+
+
 def test_a_stream_ends_when_the_server_stops(server: Server) -> None:
     server.put("ev", b"x")
     c = server.stream(b"/get/ev?from=1")
