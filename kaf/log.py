@@ -22,11 +22,13 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 from twisted.internet.defer import Deferred, DeferredList, DeferredLock, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from kaf import _format
 from kaf.errors import (KafError, DedupeFull, ExpectMismatch, OutOfDescriptors, ShuttingDown,
                         UnreadableLog, WriteFailed)
-from kaf.logfile import NO_DESCRIPTOR_LEFT, NO_DESCRIPTORS, LogFile, Pieces, Slice
+from kaf.engine import EMPTY, ILog, Reply, Summary
+from kaf.logfile import NO_DESCRIPTOR_LEFT, NO_DESCRIPTORS, LogFile, Slice
 from kaf.msgids import SIDE, Dedupe, Duplicate, MsgIds, line as id_line
 from kaf.openfiles import OpenFiles
 
@@ -42,8 +44,6 @@ BLOCKING_BYTES = 1 << 19
 
 #: A reply larger than this may be read a piece at a time (L{Log.get}).
 PIECES_BYTES = 1 << 16
-
-EMPTY = Slice(b"", 0, [], [], [], True)
 
 #: The wait heap of a log that no one waits on (never pushed onto).
 _NO_KEYS: List[int] = []
@@ -67,20 +67,7 @@ def syncing_by(runner: Runner) -> Syncer:
     return sync
 
 
-class Reply:
-    """The messages for one get, and the log's numbers to report with them."""
-
-    __slots__ = ("slice", "last", "exists", "pieces")
-
-    def __init__(self, slice_: Slice, last: int, exists: bool,
-                 pieces: Optional[Pieces] = None) -> None:
-        self.slice = slice_
-        self.last = last
-        self.exists = exists
-        #: The records, still to be read, when the slice holds no bytes.
-        self.pieces = pieces
-
-
+@implementer(ILog)
 class Log:
     """The service of one log."""
 
@@ -163,6 +150,15 @@ class Log:
     def last(self) -> int:
         """The log's last number (SPEC 3.1)."""
         return self.file.last_num
+
+    @property
+    def generation(self) -> object:
+        """Its file: an archive puts a new one in its place."""
+        return self.file
+
+    def summary(self) -> Summary:
+        f = self.file
+        return Summary(f.first_num, f.last_num, f.count, f.size, f.error)
 
     def reset_counters(self) -> Tuple[int, int, int]:
         """The gets, puts and errors of the interval ending now; the next starts at 0."""
@@ -607,6 +603,11 @@ class Log:
         if not self._files.holds(self):
             self.file.close()
             self.file.forget_index()
+
+    @property
+    def known(self) -> bool:
+        """Are its numbers known without reading its file?"""
+        return self.file.indexed or self.file.missing
 
     def described(self) -> "Deferred[None]":
         """Fire once the file has been read, so its numbers are known (SPEC 3.4)."""

@@ -10,11 +10,12 @@ import mmap
 import os
 import time
 from bisect import bisect_left
-from itertools import repeat
-from operator import sub
 from typing import List, NamedTuple, NoReturn, Optional, Sequence, Tuple
 
+from zope.interface import implementer
+
 from kaf import _format
+from kaf.engine import IPieces, Slice
 from kaf.errors import OutOfDescriptors, StorageFull, UnreadableLog, WriteFailed
 
 ARCHIVE_TMP = ".%s.archive-tmp"
@@ -43,44 +44,7 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-class Slice(NamedTuple):
-    """
-    Messages read from a log: C{span} holds the file's bytes from C{base};
-    C{nums}, C{starts}, C{ends} locate each message's record in it.  When
-    C{clean}, C{span} is exactly the records of a kaf reply.
-    """
-
-    span: bytes
-    base: int
-    nums: Sequence[int]
-    starts: Sequence[int]
-    ends: Sequence[int]
-    clean: bool
-
-    def __len__(self) -> int:
-        return len(self.nums)
-
-    def messages(self) -> List[bytes]:
-        """Each message's data, in order."""
-        span, base = self.span, self.base
-        if self.clean:
-            # Canonical records one after the other: found a few calls for
-            # all of them, not a few a message.
-            if base:
-                return _format.data_of_records(span, list(map(sub, self.ends, repeat(base))))
-            return _format.data_of_records(span, self.ends)
-        out = []
-        for s, e in zip(self.starts, self.ends):
-            out.append(span[_format.data_offset(span, s - base):e - base])
-        return out
-
-    def kaf_records(self) -> bytes:
-        """The records of a kaf reply for these messages."""
-        if self.clean:
-            return self.span
-        return _format.records_of(self.nums, self.messages())
-
-
+@implementer(IPieces)
 class Pieces:
     """
     The records of a reply, read from the log's file a piece at a time on

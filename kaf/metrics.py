@@ -18,7 +18,7 @@ from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
                                     HistogramMetricFamily, Metric)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from kaf.store import Store
+from kaf.engine import IEngine
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST.encode("ascii")
 
@@ -74,7 +74,7 @@ class Metrics:
     the HTTP server), and the fsync helpers' starts and losses.
     """
 
-    def __init__(self, store: Store, syncing: Any = None) -> None:
+    def __init__(self, store: IEngine, syncing: Any = None) -> None:
         """C{syncing}: the L{kaf.syncer.SyncProcesses} in use, if any."""
         self.store = store
         self.syncing = syncing

@@ -42,7 +42,8 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING, List, Optional, Set, Tuple
 
 from kaf.logfile import NO_DESCRIPTORS, NO_DESCRIPTOR_LEFT, _write_error, fsync_dir
-from kaf.errors import BadRequest, OutOfDescriptors
+from kaf.engine import Duplicate, check_id  # noqa: F401 (part of this module's API)
+from kaf.errors import OutOfDescriptors
 
 if TYPE_CHECKING:
     from kaf.log import Log
@@ -51,7 +52,6 @@ SIDE = ".%s.ids"
 SIDE_TMP = ".%s.ids-tmp"
 
 #: Printable ASCII, 1-128 bytes.
-_ID = re.compile(rb"[\x20-\x7e]{1,128}\Z")
 _LINE = re.compile(rb"(\d{1,19})\|(\d{1,19})\|(\d{1,12}(?:\.\d{1,6})?)\|([\x20-\x7e]{1,128})\Z")
 
 #: Default of C{--dedupe-window}, in seconds.
@@ -61,25 +61,6 @@ DEFAULT_MAX_IDS = 1_000_000
 
 #: A put's reply: (number of its last message, how many it wrote).
 Original = Tuple[int, int]
-
-
-def check_id(value: bytes, op: str = "put") -> str:
-    """The id of a C{Kaf-Msg-Id} header; L{BadRequest} if it is not one."""
-    if not _ID.match(value):
-        raise BadRequest("%s: invalid Kaf-Msg-Id (must be 1 to 128 printable ASCII characters)"
-                         % (op,))
-    return value.decode("ascii")
-
-
-class Duplicate(int):
-    """The reply to a repeated id: the original last number, and its count."""
-
-    count: int
-
-    def __new__(cls, last: int, count: int) -> "Duplicate":
-        self = int.__new__(cls, last)
-        self.count = count
-        return self
 
 
 class Dedupe:

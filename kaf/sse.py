@@ -16,8 +16,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
-from kaf.log import Log, Reply
-from kaf.logfile import LogFile
+from kaf.engine import ILog, Reply
 
 #: How long a stream may stay silent: a comment line keeps proxies from
 #: closing it.
@@ -58,7 +57,7 @@ def events(nums: Sequence[int], messages: Sequence[bytes]) -> bytes:
 #: and one read and encoding serves every one.  (The log, its file, the
 #: number read from, the log's last number then, the number after the
 #: events, and the events; one batch at most is kept.)
-_Shared = Tuple[Log, LogFile, int, int, int, bytes]
+_Shared = Tuple[ILog, object, int, int, int, bytes]
 _shared: List[Optional[_Shared]] = [None]
 
 
@@ -71,7 +70,7 @@ class _Followers:
 
     __slots__ = ("key", "streams", "waiting")
 
-    def __init__(self, key: Tuple[Log, int]) -> None:
+    def __init__(self, key: Tuple[ILog, int]) -> None:
         self.key = key
         self.streams: Dict["LogStream", None] = {}
         self.waiting: Optional["Deferred[None]"] = None
@@ -100,7 +99,7 @@ class _Followers:
 
 
 #: The groups of streams waiting, by log and number.
-_followers: Dict[Tuple[Log, int], _Followers] = {}
+_followers: Dict[Tuple[ILog, int], _Followers] = {}
 
 
 @implementer(IPushProducer)
@@ -114,7 +113,7 @@ class LogStream:
 
     log = Logger()
 
-    def __init__(self, request: IRequest, log: Log, from_num: int,
+    def __init__(self, request: IRequest, log: ILog, from_num: int,
                  done: Callable[[], None]) -> None:
         """C{done} is called once when the stream ends, however it ends."""
         self._request = request
@@ -161,7 +160,7 @@ class LogStream:
         if self._stopped or self._paused or self._busy:
             return
         log = self._log
-        f = log.file
+        f = log.generation
         shared = _shared[0]
         if (shared is not None and shared[0] is log and shared[1] is f
                 and shared[2] == self._next and shared[3] == log.last):
@@ -171,7 +170,7 @@ class LogStream:
         d = maybeDeferred(log.get, self._next, BATCH, BATCH_BYTES)
         d.addCallbacks(self._read, self._failed, callbackArgs=(f, self._next))
 
-    def _read(self, reply: Reply, f: LogFile, from_num: int) -> None:
+    def _read(self, reply: Reply, f: object, from_num: int) -> None:
         self._busy = False
         if self._stopped:
             return

@@ -14,7 +14,7 @@ from twisted.application.service import Service
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from kaf.store import Store
+from kaf.engine import IEngine
 
 STATS_LOG = "_kaf"
 
@@ -28,7 +28,7 @@ class Stats:
 
     log = Logger()
 
-    def __init__(self, store: Store, clock: IReactorTime) -> None:
+    def __init__(self, store: IEngine, clock: IReactorTime) -> None:
         self._store = store
         self._clock = clock
         self._beg = clock.seconds()

@@ -16,7 +16,10 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from zope.interface import implementer
+
 from kaf import logfile, msgids
+from kaf.engine import IEngine
 from kaf.errors import InvalidName, ReservedName
 from kaf.log import Log, Runner, Syncer
 from kaf.logfile import LogFile
@@ -43,6 +46,7 @@ def name_problem(name: str) -> Optional[str]:
     return None
 
 
+@implementer(IEngine)
 class Store:
     """Every log of one data folder."""
 

@@ -12,7 +12,7 @@ from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
 from kaf.errors import KafError
-from kaf.logfile import Pieces
+from kaf.engine import IPieces
 
 #: Bytes read from the file for one write to the socket.
 PIECE = 1 << 16
@@ -24,7 +24,7 @@ class PiecesProducer:
 
     log = Logger()
 
-    def __init__(self, request: IRequest, pieces: Pieces) -> None:
+    def __init__(self, request: IRequest, pieces: IPieces) -> None:
         self._request = request
         self._pieces = pieces
         self._paused = False

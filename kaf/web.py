@@ -32,10 +32,8 @@ from kaf.health import Readiness
 from kaf.http import HTTPFactory
 from kaf.errors import (BadRequest, ExpectMismatch, KafError, MessageTooLarge, Repeats,
                         UnknownLog)
-from kaf.log import EMPTY as _EMPTY, Log, Reply
-from kaf.msgids import Duplicate, check_id
+from kaf.engine import EMPTY as _EMPTY, Duplicate, IEngine, ILog, Reply, check_id
 from kaf.metrics import CONTENT_TYPE as METRICS_TYPE, Metrics
-from kaf.store import Store
 from kaf.streamed import PiecesProducer
 
 # Send Kaf's headers spelled as SPEC.md spells them (HTTP names are
@@ -79,7 +77,7 @@ class KafWeb:
     app = Klein()
     log = Logger()
 
-    def __init__(self, store: Store, max_message_size: int = 5 << 20,
+    def __init__(self, store: IEngine, max_message_size: int = 5 << 20,
                  max_wait: float = 60.0, auth: Optional[Auth] = None,
                  readiness: Optional[Readiness] = None,
                  metrics: Optional[Metrics] = None, cors: Optional[Cors] = None) -> None:
@@ -220,7 +218,7 @@ class KafWeb:
         limit = DEFAULT_LIMIT if limit is None else min(limit, MAX_LIMIT)
         wait = _seconds(args, b"wait", "get", self.max_wait)
 
-        log: Optional[Log] = self.store.get(name)
+        log: Optional[ILog] = self.store.get(name)
         if log is None and wait:
             # A poller may wait for a log's first message.
             log = self.store.get_or_create(name)
@@ -298,20 +296,17 @@ class KafWeb:
         def listed(_: object) -> bytes:
             out = []
             for log in logs:
-                f = log.file
-                entry: dict = {"name": log.name}
-                entry["first"] = f.first_num
-                entry["last"] = f.last_num
-                entry["count"] = f.count
-                entry["bytes"] = f.size
-                if f.error is not None:
-                    entry["error"] = f.error
+                first, last, count, size, error = log.summary()
+                entry: dict = {"name": log.name, "first": first, "last": last,
+                               "count": count, "bytes": size}
+                if error is not None:
+                    entry["error"] = error
                 out.append(entry)
             return _reply(request, JSON, json.dumps(out).encode())
 
         # Logs not used since start-up are read first, a few at a time:
         # each holds a descriptor while it is read.
-        unread = [log for log in logs if not log.file.indexed]
+        unread = [log for log in logs if not log.known]
 
         def read_some(_: object = None) -> Any:
             some = [unread.pop().described() for _ in range(min(16, len(unread)))]
