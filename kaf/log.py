@@ -43,7 +43,10 @@ Syncer = Callable[[LogFile, int], "Deferred[None]"]
 BLOCKING_BYTES = 1 << 19
 
 #: A reply larger than this may be read a piece at a time (L{Log.get}).
-PIECES_BYTES = 1 << 16
+#: Smaller ones are one read and one write: a default batch of 1,000
+#: messages of 100 B (120 KB) is, and a client that does not read it
+#: holds at most this much (the target is 256 KiB).
+PIECES_BYTES = 192 << 10
 
 #: The wait heap of a log that no one waits on (never pushed onto).
 _NO_KEYS: List[int] = []
