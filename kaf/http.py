@@ -534,6 +534,16 @@ class HTTPConnection(Protocol):
         t = self.transport
         self._socket = t.socket if isinstance(t, FileDescriptor) and hasattr(t, "socket") \
             and not getattr(t, "TLS", False) else None
+        # A reply is often two writes (the head, then the records as read
+        # from the file): with Nagle's algorithm the second waits for the
+        # client's delayed ACK, 40 ms on Linux.  Every write here is a
+        # whole piece of a reply, so none is worth holding back.
+        set_no_delay = getattr(t, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            try:
+                set_no_delay(True)
+            except OSError:
+                pass  # not a TCP socket
         self._timer = f.reactor.callLater(min(f.timeOut, REQUEST_DEADLINE), self._check_time)
 
     def send(self, data: bytes) -> None:

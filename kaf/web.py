@@ -534,6 +534,10 @@ def _text(request: IRequest, status: int, reason: str) -> bytes:
     return _reply(request, TEXT, line.encode("utf-8"))
 
 
+#: Records shorter than this are joined to their header and sent in one write.
+_JOIN_BELOW = 1 << 14
+
+
 def _render(request: IRequest, fmt: bytes, reply: Reply) -> Any:
     """The reply's body, or NOT_DONE_YET when its pieces are being sent."""
     s = reply.slice
@@ -554,6 +558,9 @@ def _render(request: IRequest, fmt: bytes, reply: Reply) -> Any:
             return NOT_DONE_YET
         records = s.kaf_records()
         request.setHeader(b"Content-Length", b"%d" % (len(head) + len(records),))
+        if len(records) <= _JOIN_BELOW:
+            # A small reply goes in one write (one segment, one syscall).
+            return head + records
         request.write(head)
         return records
     if fmt == b"raw":

@@ -124,6 +124,40 @@ def test_pipelined_requests_are_answered_in_order(served: Served) -> Any:
     assert [b for _, _, b in got] == [b"1", b"2", b"3", b"y\nz\n"]
 
 
+def watch_sends(served: Served) -> List[Tuple[bytes, int]]:
+    """From now on, each write of a new connection, with its socket's TCP_NODELAY."""
+    sent: List[Tuple[bytes, int]] = []
+    build = served.factory.buildProtocol
+
+    def remember(addr: Any) -> Any:
+        protocol = build(addr)
+        plain = protocol.send
+
+        def send(data: bytes) -> None:
+            sock = protocol.transport.getHandle()
+            sent.append((data, sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)))
+            plain(data)
+
+        protocol.send = send  # type: ignore[method-assign]
+        return protocol
+
+    served.factory.buildProtocol = remember  # type: ignore[method-assign]
+    return sent
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_small_get_reply_is_one_write_not_held_back_by_nagle(served: Served) -> Any:
+    # A reply written in two pieces with Nagle's algorithm on waits for the
+    # client's delayed ACK (40 ms on Linux) before its second piece leaves:
+    # a long-poll would wake 40 ms late.
+    yield exchange(served, put("w", b"one") + put("w", b"two", close=True))
+    sent = watch_sends(served)
+    data = yield exchange(served, get("/get/w?from=1", close=True))
+    assert len(sent) == 1 and sent[0][0] == data
+    assert sent[0][1] != 0
+    assert replies(data)[0][2] == _format.reply_header(2) + _format.records(1, [b"one", b"two"])
+
+
 @pytest_twisted.inlineCallbacks
 def test_a_chunked_body_is_one_message(served: Served) -> Any:
     data = yield exchange(served, b"POST /put/c HTTP/1.1\r\nHost: k\r\n"
