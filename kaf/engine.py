@@ -122,6 +122,24 @@ def check_id(value: bytes, op: str = "put") -> str:
     return value.decode("ascii")
 
 
+_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,200}\Z")
+
+
+def name_problem(name: str) -> Optional[str]:
+    """Why C{name} is not a log name (SPEC 2), or None: the same for every engine."""
+    if name == "":
+        return "empty log name"
+    if len(name) > 200:
+        return "log name longer than 200 characters"
+    if not _NAME.match(name):
+        return "log name may only hold A-Z a-z 0-9 _ . -"
+    if name.startswith("."):
+        return "log name may not begin with '.'"
+    if name.startswith("--"):
+        return "log name may not begin with '--'"
+    return None
+
+
 class Summary(NamedTuple):
     """A log as C{GET /logs} lists it (SPEC 3.4)."""
 

@@ -83,6 +83,14 @@ class ShuttingDown(KafError):
     status = 503
 
 
+class EngineUnavailable(KafError):
+    """The storage engine (a NATS cluster) did not answer in time: nothing is known
+    to be written; try again soon."""
+
+    status = 503
+    retry_after = 1
+
+
 class OutOfDescriptors(KafError):
     """The process has no file descriptor left: nothing was done; try again soon."""
 

@@ -18,14 +18,23 @@ Ping = Callable[[int], "Deferred[None]"]
 class Readiness:
     """Answers "can this server take writes now?" with None or a one-line reason."""
 
-    def __init__(self, folder: str, reactor: IReactorTime, ping: Optional[Ping] = None,
-                 timeout: float = 2.0) -> None:
+    def __init__(self, folder: Optional[str], reactor: IReactorTime,
+                 ping: Optional[Ping] = None, timeout: float = 2.0,
+                 engine: Optional[Callable[[], "Deferred[Optional[str]]"]] = None) -> None:
+        """
+        C{folder}: the data folder (None when the engine keeps no files);
+        C{engine}: asks the storage engine whether it is reachable (None or
+        a one-line reason), when it is not this machine's disk.
+        """
         self._folder = folder
         self._reactor = reactor
         self._ping = ping
         self._timeout = timeout
+        self._engine = engine
 
     def check(self) -> "Deferred[Optional[str]]":
+        if self._engine is not None:
+            return self._engine()
         problem = self._folder_problem()
         if problem is not None or self._ping is None:
             return succeed(problem)
@@ -48,6 +57,8 @@ class Readiness:
         return d.addCallbacks(answered, failed)
 
     def _folder_problem(self) -> Optional[str]:
+        if self._folder is None:
+            return None
         if not os.path.isdir(self._folder):
             return "not ready: the data folder %r is missing" % (self._folder,)
         if not os.access(self._folder, os.W_OK | os.X_OK):

@@ -113,6 +113,17 @@ class KafOptions(usage.Options):
                              "and read; preflights are answered (default: none)"],
         ["archive-keep", None, None, "after an archive made by --retain, delete the log's "
                                      "oldest archive files beyond this many (default: keep all)"],
+        ["store", None, None, "nats://HOST:PORT[,HOST:PORT...]: keep the logs in a NATS "
+                              "JetStream cluster, a stream a log, instead of in --data "
+                              "(default: the data folder); tls://HOST:PORT for TLS"],
+        ["replicas", None, "3", "with --store nats://: copies of each log in the cluster "
+                                "(fewer when the cluster has fewer servers)"],
+        ["nats-creds", None, None, "with --store nats://: a NATS credentials file (.creds)"],
+        ["nats-ca", None, None, "with --store nats://: the CA certificate file that signs "
+                                "the cluster's (turns TLS on)"],
+        ["nats-cert", None, None, "with --store nats://: this client's certificate file "
+                                  "for TLS (with --nats-key)"],
+        ["nats-key", None, None, "with --store nats://: the key file of --nats-cert"],
     ]
     optFlags = [
         ["no-metrics", None, "serve no /metrics (it is on by default)"],
@@ -182,6 +193,20 @@ class KafOptions(usage.Options):
                 self["auth"] = Auth(self["auth"])
             except AuthFileError as e:
                 raise usage.UsageError("--auth: %s" % (e,))
+        self["replicas"] = _positive("replicas", self["replicas"])
+        if self["store"] is not None:
+            self["store"] = nats_urls(self["store"])
+            if self["retain"]:
+                raise usage.UsageError("--retain works with the data folder only, not with "
+                                       "--store nats:// (give the streams limits instead)")
+            self["nats-tls"] = nats_tls(self["nats-ca"], self["nats-cert"], self["nats-key"])
+            for name in ("nats-creds",):
+                if self[name] is not None and not os.path.isfile(self[name]):
+                    raise usage.UsageError("--%s %r is not a file" % (name, self[name]))
+        else:
+            for name in ("nats-creds", "nats-ca", "nats-cert", "nats-key"):
+                if self[name] is not None:
+                    raise usage.UsageError("--%s needs --store nats://" % (name,))
         if not self["listen"]:
             self["listen"] = [addr_endpoint(self["addr"])]
         for endpoint in self["listen"]:
@@ -189,6 +214,43 @@ class KafOptions(usage.Options):
                 serverFromString(reactor, endpoint)
             except (ValueError, TypeError, KeyError) as e:
                 raise usage.UsageError("--listen %r is not an endpoint: %s" % (endpoint, e))
+
+
+_NATS_URL = re.compile(r"(?:(?P<scheme>nats|tls)://)?(?P<host>[A-Za-z0-9_.\-]+|\[[0-9A-Fa-f:.]+\])"
+                       r":(?P<port>\d{1,5})\Z")
+
+
+def nats_urls(store: str) -> List[str]:
+    """The server URLs of C{--store nats://HOST:PORT[,HOST:PORT...]}."""
+    if not store.startswith(("nats://", "tls://")):
+        raise usage.UsageError("--store must be nats://HOST:PORT[,HOST:PORT...] (got %r)"
+                               % (store,))
+    scheme = store.split("://", 1)[0]
+    urls = []
+    for part in store.split(","):
+        m = _NATS_URL.match(part.strip())
+        if m is None or int(m.group("port")) > 65535:
+            raise usage.UsageError("--store: %r is not HOST:PORT" % (part,))
+        urls.append("%s://%s:%s" % (m.group("scheme") or scheme, m.group("host"),
+                                    m.group("port")))
+    return urls
+
+
+def nats_tls(ca: Optional[str], cert: Optional[str], key: Optional[str]) -> Any:
+    """The TLS context of the --nats-* options, or None when none is given."""
+    if ca is None and cert is None and key is None:
+        return None
+    import ssl
+
+    if (cert is None) != (key is None):
+        raise usage.UsageError("--nats-cert and --nats-key go together")
+    try:
+        context = ssl.create_default_context(cafile=ca)
+        if cert is not None:
+            context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as e:
+        raise usage.UsageError("--nats-ca/--nats-cert/--nats-key: %s" % (e,))
+    return context
 
 
 class Options(KafOptions):
@@ -248,6 +310,43 @@ class StoreService(Service):
         d = self.store.close()
         # Answers to long polls woken by the close are only buffered: give
         # the reactor a moment to send them before it drops connections.
+        d.addCallback(lambda _: deferLater(self._reactor, 0.2, lambda: None))
+        return d
+
+
+class EngineService(Service):
+    """Connects to the NATS cluster at start-up and lists its logs; closes at shutdown."""
+
+    log = Logger()
+    loaded = False
+
+    def __init__(self, engine: Any, reactor: Any) -> None:
+        self.engine = engine
+        self._reactor = reactor
+
+    def privilegedStartService(self) -> None:
+        self._load()
+
+    def startService(self) -> None:
+        Service.startService(self)
+        self._load()
+
+    def _load(self) -> None:
+        if self.loaded:
+            return
+        from kaf.errors import EngineUnavailable
+
+        try:
+            self.engine.load()
+        except EngineUnavailable as e:
+            stop("kaf: --store: %s" % (e.reason,))
+        self.log.info("storage: {engine}, {n} logs", engine=self.engine.describe(),
+                      n=len(self.engine.logs()))
+        self.loaded = True
+
+    def stopService(self) -> "Deferred[object]":
+        Service.stopService(self)
+        d = self.engine.close()
         d.addCallback(lambda _: deferLater(self._reactor, 0.2, lambda: None))
         return d
 
@@ -353,6 +452,8 @@ def makeService(config: KafOptions, reactor: Optional[Any] = None) -> MultiServi
 
         reactor = default
     top = MultiService()
+    if config["store"] is not None:
+        return _nats_service(top, config, reactor)
     blocking = thread_runner(reactor)
     # fsyncs run in helper processes: a thread for them cost the reactor
     # thread GIL handoffs on every group commit (most on PyPy), and they are
@@ -371,6 +472,31 @@ def makeService(config: KafOptions, reactor: Optional[Any] = None) -> MultiServi
         store.watch = retention.written
         RetentionService(retention, reactor).setServiceParent(top)
 
+    fsync = config["fsync"] == "always"
+    # With --fsync never no helper is ever used, so none is asked.
+    readiness = Readiness(config["data"], reactor, ping=syncing.ping if fsync else None)
+    metrics = None if config["no-metrics"] else Metrics(store, syncing if fsync else None)
+    _serve(top, config, reactor, store, readiness, metrics)
+    return top
+
+
+def _nats_service(top: MultiService, config: KafOptions, reactor: Any) -> MultiService:
+    """The services of a Kaf whose logs are streams of a NATS cluster."""
+    from kaf.engines.nats.engine import NatsEngine
+
+    engine = NatsEngine(config["store"], reactor, replicas=config["replicas"],
+                        tls=config["nats-tls"], creds=config["nats-creds"],
+                        dedupe_window=config["dedupe-window"] or 0.0)
+    EngineService(engine, reactor).setServiceParent(top)
+    readiness = Readiness(None, reactor, engine=engine.ping)
+    metrics = None if config["no-metrics"] else Metrics(engine, None)
+    _serve(top, config, reactor, engine, readiness, metrics)
+    return top
+
+
+def _serve(top: MultiService, config: KafOptions, reactor: Any, store: Any,
+           readiness: Readiness, metrics: Optional[Metrics]) -> None:
+    """The services every engine shares: stats, access control, the web site, listeners."""
     stats = Stats(store, reactor)
     StatsService(stats, config["stats-interval"], reactor).setServiceParent(top)
 
@@ -386,10 +512,6 @@ def makeService(config: KafOptions, reactor: Optional[Any] = None) -> MultiServi
                 Logger().warn("listening on {endpoint} to every host, with no --auth: "
                               "anyone who reaches it may read, write and archive",
                               endpoint=endpoint)
-    fsync = config["fsync"] == "always"
-    # With --fsync never no helper is ever used, so none is asked.
-    readiness = Readiness(config["data"], reactor, ping=syncing.ping if fsync else None)
-    metrics = None if config["no-metrics"] else Metrics(store, syncing if fsync else None)
     web = KafWeb(store, max_message_size=config["max-message-size"],
                  max_wait=config["max-wait"], auth=auth, readiness=readiness, metrics=metrics,
                  cors=config["cors"])
@@ -407,4 +529,3 @@ def makeService(config: KafOptions, reactor: Optional[Any] = None) -> MultiServi
         service = Listener(serverFromString(reactor, endpoint), site)
         service.endpoint_text = endpoint
         service.setServiceParent(top)
-    return top

@@ -237,7 +237,7 @@ class KafWeb:
             return log.wait(from_num, wait).addCallback(read)
 
         def render(reply: Reply) -> Any:
-            reply.exists = self.store.get(name) is not None
+            reply.exists = reply.exists and self.store.get(name) is not None
             return _render(request, fmt, reply)
 
         def release(result: object) -> object:

@@ -1,0 +1,924 @@
+"""
+The NATS JetStream engine (C{--store nats://HOST:PORT[,HOST:PORT...]}).
+
+Each log is a stream (L{kaf.engines.nats.names}): its messages are the
+stream's messages, its numbers their sequence numbers, consecutive from 1.
+How each operation of L{kaf.engine.ILog} maps:
+
+  - put: a publish with an ack, the number from the ack; C{expect=N} is
+    C{Nats-Expected-Last-Sequence}; every publish carries a
+    C{Nats-Msg-Id} (the client's C{Kaf-Msg-Id}, or one of Kaf's), so a
+    publish retried after a dropped connection is not appended twice;
+  - a batch: one JetStream atomic batch (all or none), C{expect} on its
+    first message;
+  - get: a batched direct get (C{$JS.API.DIRECT.GET}), the same reply bytes
+    as the file engine's;
+  - wait: a headers-only push consumer on the log, started at the number
+    waited for, shared by the log's waiters: woken by the server, not by
+    polling;
+  - archive upto=N: the messages up to N are copied into an archive stream
+    named as SPEC 3.3 names archive files, then purged from the live
+    stream; a crash at any step leaves every message in one or both, and
+    the live stream keeps its numbering.
+
+Durability is the cluster's: a put is answered once the stream's replicas
+have it (R3 by default).  The NATS client runs on asyncio in a thread of
+its own (L{kaf.engines.nats.bridge}); every state of a log here is touched
+only in the reactor thread.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import ssl
+import time
+from itertools import accumulate
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from kaf import _format
+from kaf.engine import EMPTY, Duplicate, IEngine, ILog, Reply, Slice, Summary, name_problem
+from kaf.engines.nats import names
+from kaf.engines.nats.bridge import Bridge
+from kaf.errors import (BadRequest, EngineUnavailable, ExpectMismatch, InvalidName,
+                        MessageTooLarge, ReservedName, UnknownLog)
+
+#: JetStream's error codes Kaf answers.
+STREAM_NOT_FOUND = 10059
+STREAM_NAME_IN_USE = 10058
+WRONG_LAST_SEQUENCE = 10071
+NO_MESSAGE_FOUND = 10037
+
+#: Seconds a request to the cluster may take before Kaf answers 503.
+DEFAULT_TIMEOUT = 2.0
+
+
+class JetStreamError(Exception):
+    """An error reply of the JetStream API."""
+
+    def __init__(self, code: int, err_code: int, description: str) -> None:
+        super().__init__("%s (%d/%d)" % (description, code, err_code))
+        self.code = code
+        self.err_code = err_code
+        self.description = description
+
+
+class _Unreachable(Exception):
+    """No reply from the cluster in time (a timeout, no responders, a lost connection)."""
+
+
+def _raise_error(reply: Dict[str, Any]) -> Dict[str, Any]:
+    error = reply.get("error")
+    if error:
+        raise JetStreamError(int(error.get("code", 0)), int(error.get("err_code", 0)),
+                             str(error.get("description", "")))
+    return reply
+
+
+def _archive_time(now: float) -> str:
+    return time.strftime("%Y-%m-%dT%H_%M_%SZ", time.gmtime(now))
+
+
+def _status(msg: Any) -> Optional[str]:
+    headers = msg.headers or {}
+    return headers.get("Status")
+
+
+class _Client:
+    """
+    What the engine asks of the cluster, as coroutines on the bridge's loop:
+    the JetStream API spoken as JSON requests over one nats-py connection.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.nc: Any = None
+        self.max_payload = 1 << 20
+        self.servers = 1
+
+    async def connect(self, urls: List[str], tls: Optional[ssl.SSLContext],
+                      creds: Optional[str], on_event: Callable[[str], None]) -> None:
+        import nats
+
+        async def error_cb(e: Exception) -> None:
+            on_event("NATS connection error: %s" % (e,))
+
+        async def disconnected_cb() -> None:
+            on_event("NATS connection lost; reconnecting")
+
+        async def reconnected_cb() -> None:
+            on_event("NATS connection restored (%s)" % (self.nc.connected_url.netloc,))
+
+        options: Dict[str, Any] = dict(
+            servers=urls, name="kaf", connect_timeout=self.timeout, allow_reconnect=True,
+            max_reconnect_attempts=-1, reconnect_time_wait=0.2, error_cb=error_cb,
+            disconnected_cb=disconnected_cb, reconnected_cb=reconnected_cb,
+            pending_size=64 << 20)
+        if tls is not None:
+            options["tls"] = tls
+        if creds is not None:
+            options["user_credentials"] = creds
+        self.nc = await nats.connect(**options)
+        self.max_payload = self.nc.max_payload
+        info = self.nc._server_info or {}
+        self.servers = max(1, len(set(info.get("connect_urls") or [])))
+        # JetStream must answer: an account without it is not a store.
+        await self.api("$JS.API.INFO", {})
+
+    async def close(self) -> None:
+        if self.nc is not None:
+            try:
+                await self.nc.drain()
+            except Exception:
+                await self.nc.close()
+
+    async def request(self, subject: str, payload: bytes,
+                      headers: Optional[Dict[str, str]] = None,
+                      timeout: Optional[float] = None) -> Any:
+        import nats.errors
+
+        try:
+            return await self.nc.request(subject, payload, timeout=timeout or self.timeout,
+                                         headers=headers)
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError,
+                nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError,
+                nats.errors.OutboundBufferLimitError, asyncio.TimeoutError) as e:
+            raise _Unreachable(type(e).__name__ if not str(e) else str(e))
+
+    async def api(self, subject: str, body: Any) -> Dict[str, Any]:
+        payload = b"" if body is None else json.dumps(body).encode()
+        msg = await self.request(subject, payload)
+        if not msg.data:
+            raise _Unreachable("empty reply to %s" % (subject,))
+        return _raise_error(json.loads(msg.data))
+
+    async def publish(self, subject: str, data: bytes,
+                      headers: Dict[str, str]) -> Dict[str, Any]:
+        msg = await self.request(subject, data, headers)
+        if _status(msg) == "503":
+            raise _Unreachable("no responders")
+        return _raise_error(json.loads(msg.data))
+
+    async def stream_names(self) -> List[str]:
+        out: List[str] = []
+        while True:
+            reply = await self.api("$JS.API.STREAM.NAMES",
+                                   {"offset": len(out), "subject": names.SUBJECT_PREFIX + ">"})
+            got = reply.get("streams") or []
+            out.extend(got)
+            if not got or len(out) >= int(reply.get("total", 0)):
+                return out
+
+    async def info(self, stream: str) -> Optional[Dict[str, Any]]:
+        try:
+            return await self.api("$JS.API.STREAM.INFO." + stream, None)
+        except JetStreamError as e:
+            if e.err_code == STREAM_NOT_FOUND:
+                return None
+            raise
+
+    async def create(self, config: Dict[str, Any]) -> Dict[str, Any]:
+        try:
+            return await self.api("$JS.API.STREAM.CREATE." + config["name"], config)
+        except JetStreamError as e:
+            if e.err_code != STREAM_NAME_IN_USE:
+                raise
+            # Made by another front end in the meantime (or by us, and the
+            # reply was lost): the stream is there, which is what was asked.
+            found = await self.info(config["name"])
+            if found is None:
+                raise
+            return found
+
+    async def purge(self, stream: str, keep_from: int) -> Dict[str, Any]:
+        return await self.api("$JS.API.STREAM.PURGE." + stream, {"seq": keep_from})
+
+    async def direct_get(self, stream: str, from_num: int, limit: int,
+                         max_bytes: int) -> Tuple[List[int], List[bytes], Optional[int]]:
+        """
+        The messages from C{from_num} (at most C{limit}, about C{max_bytes}),
+        and the stream's last number when the reply tells it.
+        """
+        nc = self.nc
+        inbox = nc.new_inbox()
+        done: "asyncio.Future[None]" = asyncio.get_running_loop().create_future()
+        nums: List[int] = []
+        datas: List[bytes] = []
+        last: List[Optional[int]] = [None]
+
+        async def got(msg: Any) -> None:
+            if done.done():
+                return
+            headers = msg.headers or {}
+            status = headers.get("Status")
+            if status is None:
+                seq = int(headers["Nats-Sequence"])
+                nums.append(seq)
+                datas.append(msg.data)
+                pending = headers.get("Nats-Num-Pending")
+                if pending is not None:
+                    last[0] = seq + int(pending)
+                return
+            if status == "204" or status == "404":
+                done.set_result(None)
+            elif status == "503":
+                # No stream answers (none by that name, or none now): the
+                # caller asks the stream's info to tell which.
+                done.set_exception(JetStreamError(404, 0, "no responders"))
+            elif status == "408":
+                done.set_exception(_Unreachable("direct get: status %s" % (status,)))
+            else:
+                done.set_exception(JetStreamError(int(status), 0,
+                                                  headers.get("Description", "")))
+
+        sub = await nc.subscribe(inbox, cb=got)
+        try:
+            body = {"seq": from_num, "batch": limit}
+            if max_bytes:
+                body["max_bytes"] = max_bytes
+            await nc.publish("$JS.API.DIRECT.GET." + stream, json.dumps(body).encode(),
+                             reply=inbox)
+            try:
+                await asyncio.wait_for(done, self.timeout)
+            except asyncio.TimeoutError:
+                raise _Unreachable("direct get: no reply in %.1f s" % (self.timeout,))
+        finally:
+            await sub.unsubscribe()
+        return nums, datas, last[0]
+
+    async def batch(self, subject: str, messages: List[bytes],
+                    first_headers: Dict[str, str], batch_id: str) -> Dict[str, Any]:
+        """An atomic batch publish: every message or none."""
+        nc = self.nc
+        n = len(messages)
+        for i, data in enumerate(messages[:-1]):
+            headers = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(i + 1)}
+            if i == 0:
+                headers.update(first_headers)
+            await nc.publish(subject, data, headers=headers)
+        headers = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(n),
+                   "Nats-Batch-Commit": "1"}
+        if n == 1:
+            headers.update(first_headers)
+        return await self.publish(subject, messages[-1], headers)
+
+    async def watch(self, stream: str, start: int,
+                    on_seq: Callable[[int], None]) -> Tuple[Any, str]:
+        """
+        A headers-only push consumer of C{stream} from C{start}: C{on_seq} is
+        called (in the loop thread) with each new message's number.
+        """
+        nc = self.nc
+        inbox = nc.new_inbox()
+
+        async def got(msg: Any) -> None:
+            reply = msg.reply or ""
+            if reply.startswith("$JS.ACK."):
+                tokens = reply.split(".")
+                # $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>
+                # (or with a domain and account hash: 12 tokens)
+                seq = int(tokens[5] if len(tokens) == 9 else tokens[-4])
+                on_seq(seq)
+            elif msg.headers and msg.headers.get("Status") == "100" and msg.reply:
+                await nc.publish(msg.reply, b"")  # flow control
+
+        sub = await nc.subscribe(inbox, cb=got)
+        config = {"deliver_subject": inbox, "deliver_policy": "by_start_sequence",
+                  "opt_start_seq": start, "ack_policy": "none", "headers_only": True,
+                  "mem_storage": True, "num_replicas": 1,
+                  "inactive_threshold": int(30e9), "max_deliver": 1,
+                  "replay_policy": "instant"}
+        try:
+            reply = await self.api("$JS.API.CONSUMER.CREATE." + stream,
+                                   {"stream_name": stream, "config": config})
+        except BaseException:
+            await sub.unsubscribe()
+            raise
+        return sub, reply["name"]
+
+    async def unwatch(self, stream: str, sub: Any, consumer: str) -> None:
+        await sub.unsubscribe()
+        try:
+            await self.api("$JS.API.CONSUMER.DELETE.%s.%s" % (stream, consumer), None)
+        except (JetStreamError, _Unreachable):
+            pass  # it goes by itself once inactive
+
+
+def _slice(nums: List[int], datas: List[bytes]) -> Slice:
+    if not nums:
+        return EMPTY
+    span, lengths = _format.records_and_lengths(nums, datas)
+    ends = list(accumulate(lengths))
+    starts = [e - n for e, n in zip(ends, lengths)]
+    return Slice(span, 0, nums, starts, ends, True)
+
+
+class _Waiter:
+    __slots__ = ("from_num", "d", "timer")
+
+    def __init__(self, from_num: int, d: "Deferred[None]", timer: Any) -> None:
+        self.from_num = from_num
+        self.d = d
+        self.timer = timer
+
+
+@implementer(ILog)
+class NatsLog:
+    """One log: a stream of the cluster."""
+
+    log = Logger()
+
+    def __init__(self, engine: "NatsEngine", name: str) -> None:
+        self.engine = engine
+        self.name = name
+        self.stream = names.stream(name)
+        self.subject = names.subject(name)
+        self.clock = engine.reactor
+        #: The last number seen (an ack, a read, the consumer).
+        self.last = 0
+        #: True once the stream is known to exist.
+        self.exists = False
+        self.generation = object()
+        self.archived = 0
+        self.served = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.gets = self.puts = self.errs = 0
+        self._totals = [0, 0, 0]
+        self._summary: Optional[Summary] = None
+        self._creating: Optional["Deferred[Any]"] = None
+        self._waiters: List[_Waiter] = []
+        self._watch: Optional[Tuple[Any, str]] = None
+        self._watching: Optional["Deferred[Any]"] = None
+        self._watch_from = 0
+        self._seen = 0
+        self._unwatch_timer: Any = None
+
+    # -- what the web layer and the stats read --------------------------------
+
+    @property
+    def closing(self) -> bool:
+        return self.engine.closing
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    @property
+    def known(self) -> bool:
+        return self._summary is not None
+
+    def summary(self) -> Summary:
+        return self._summary or Summary(None, self.last, 0, 0, None)  # type: ignore[arg-type]
+
+    def described(self) -> "Deferred[None]":
+        def seen(info: Optional[Dict[str, Any]]) -> None:
+            if info is None:
+                self._summary = Summary(None, 0, 0, 0, None)  # type: ignore[arg-type]
+                return
+            self._noted(info)
+
+        return self.engine.call(lambda c: c.info(self.stream), "logs").addCallback(seen)
+
+    def _noted(self, info: Dict[str, Any]) -> None:
+        state = info.get("state") or {}
+        last = int(state.get("last_seq", 0))
+        count = int(state.get("messages", 0))
+        first = int(state.get("first_seq", 0)) if count else None
+        self.exists = True
+        self.last = max(self.last, last)
+        self._summary = Summary(first, last, count, int(state.get("bytes", 0)),  # type: ignore
+                                None)
+        self.engine.known(self)
+
+    def reset_counters(self) -> Tuple[int, int, int]:
+        out = (self.gets, self.puts, self.errs)
+        for i, n in enumerate(out):
+            self._totals[i] += n
+        self.gets = self.puts = self.errs = 0
+        return out
+
+    def totals(self) -> Tuple[int, int, int]:
+        t = self._totals
+        return (t[0] + self.gets, t[1] + self.puts, t[2] + self.errs)
+
+    # -- writes ---------------------------------------------------------------
+
+    def _config(self, first: Optional[int] = None) -> Dict[str, Any]:
+        return self.engine.stream_config(self.stream, self.subject, self.name, first)
+
+    def _ensure(self, first: Optional[int] = None) -> "Deferred[Any]":
+        """A Deferred that fires once the stream exists."""
+        if self.exists:
+            return succeed(None)
+        if self._creating is None:
+            config = self._config(first)
+
+            def made(info: Dict[str, Any]) -> None:
+                self._creating = None
+                self._noted(info)
+
+            def failed(f: Failure) -> Failure:
+                self._creating = None
+                return f
+
+            self._creating = self.engine.call(lambda c: c.create(config), "put")
+            self._creating.addCallbacks(made, failed)
+        d: "Deferred[Any]" = Deferred()
+        self._creating.addBoth(lambda r: (d.callback(None) if not isinstance(r, Failure)
+                                          else d.errback(r)) or r)
+        return d
+
+    def put(self, messages: List[bytes], expect: Optional[int] = None,
+            first: Optional[int] = None, msg_id: Optional[str] = None) -> "Deferred[int]":
+        engine = self.engine
+        if engine.closing:
+            return _fail(EngineUnavailable("put: the server is shutting down"))
+        size = max(map(len, messages))
+        if size > engine.client.max_payload - 1024:
+            return _fail(MessageTooLarge(
+                "put: a message of %d bytes is over the NATS cluster's limit of %d"
+                % (size, engine.client.max_payload - 1024)))
+        if len(messages) > 1 and len(messages) > engine.max_batch:
+            return _fail(MessageTooLarge(
+                "put: a batch of %d messages is over the NATS engine's limit of %d messages"
+                % (len(messages), engine.max_batch)))
+        d = self._ensure(first if first is not None and first > 1 else None)
+        d.addCallback(lambda _: self._numbered(first) if first is not None else None)
+        d.addCallback(lambda _: self._publish(messages, expect, first, msg_id))
+        return d
+
+    def _numbered(self, first: int) -> Any:
+        """Let the next put be numbered C{first} (SPEC: C{first=}), or refuse it."""
+        def check(info: Optional[Dict[str, Any]]) -> Any:
+            state = (info or {}).get("state") or {}
+            last = int(state.get("last_seq", 0))
+            count = int(state.get("messages", 0))
+            self.last = max(self.last, last)
+            if first == last + 1:
+                return None
+            if first <= last or count:
+                raise ExpectMismatch("put: cannot number from %d: the log's last is %d%s" % (
+                    first, last, "" if first <= last else " and it holds messages"), last)
+            return self.engine.call(lambda c: c.purge(self.stream, first), "put")
+
+        return self.engine.call(lambda c: c.info(self.stream), "put").addCallback(check)
+
+    def _publish(self, messages: List[bytes], expect: Optional[int], first: Optional[int],
+                 msg_id: Optional[str]) -> "Deferred[int]":
+        engine = self.engine
+        headers: Dict[str, str] = {}
+        # Kaf's own id when the client gave none: a retry after a lost
+        # connection is then not written twice.
+        nats_id = ("c:" + msg_id) if msg_id is not None else ("k:" + os.urandom(12).hex())
+        headers["Nats-Msg-Id"] = nats_id
+        if expect is not None:
+            headers["Nats-Expected-Last-Sequence"] = str(expect)
+        elif first is not None:
+            headers["Nats-Expected-Last-Sequence"] = str(first - 1)
+        n = len(messages)
+        subject = self.subject
+        if n == 1:
+            data = messages[0]
+            d = engine.call(lambda c: c.publish(subject, data, headers), "put", retry=True)
+        else:
+            batch_id = nats_id[:64]
+            d = engine.call(lambda c: c.batch(subject, messages, headers, batch_id), "put",
+                            retry=True)
+
+        def acked(ack: Dict[str, Any]) -> int:
+            seq = int(ack["seq"])
+            self.last = max(self.last, seq)
+            if self._summary is not None:
+                self._summary = None  # read again when listed
+            if ack.get("duplicate"):
+                count = int(ack.get("count", n))
+                return Duplicate(seq, count)
+            self.puts += 1
+            self.bytes_in += sum(map(len, messages))
+            self._wake(seq)
+            return seq
+
+        def refused(f: Failure) -> Failure:
+            self.errs += 1
+            e = f.value
+            if isinstance(e, JetStreamError) and e.err_code == WRONG_LAST_SEQUENCE:
+                last = _last_in(e.description)
+                wanted = expect if expect is not None else (first - 1 if first else 0)
+                if expect is None and first is not None:
+                    raise ExpectMismatch("put: cannot number from %d: the log's last is %d"
+                                         % (first, last), last)
+                raise ExpectMismatch("put: expected last message %d, but the log's last is %d"
+                                     % (wanted, last), last)
+            if isinstance(e, JetStreamError) and "batch" in e.description.lower():
+                raise MessageTooLarge("put: the NATS cluster refused the batch: %s"
+                                      % (e.description,))
+            return f
+
+        return d.addCallbacks(acked, refused)
+
+    # -- reads ----------------------------------------------------------------
+
+    def get(self, from_num: int, limit: int, max_bytes: int, pieces: bool = False
+            ) -> "Deferred[Reply]":
+        stream = self.stream
+
+        def got(found: Tuple[List[int], List[bytes], Optional[int]]) -> Any:
+            nums, datas, last = found
+            if nums:
+                self.exists = True
+                self.last = max(self.last, last if last is not None else nums[-1])
+                self.gets += 1
+                self.served += len(nums)
+                s = _slice(nums, datas)
+                self.bytes_out += len(s.span)
+                return Reply(s, self.last, True)
+            return self.engine.call(lambda c: c.info(stream), "get").addCallback(empty)
+
+        def empty(info: Optional[Dict[str, Any]]) -> Reply:
+            self.gets += 1
+            if info is None:
+                return Reply(EMPTY, 0, False)
+            self._noted(info)
+            return Reply(EMPTY, self.last, True)
+
+        def missing(f: Failure) -> Any:
+            e = f.value
+            if isinstance(e, JetStreamError) and e.code == 404:
+                return self.engine.call(lambda c: c.info(stream), "get").addCallback(empty)
+            return f
+
+        # No stream was made yet for this name here: the reply may still
+        # come (another front end made it).
+        return self.engine.call(
+            lambda c: c.direct_get(stream, from_num, limit, max_bytes), "get"
+        ).addCallbacks(got, missing)
+
+    # -- waits ----------------------------------------------------------------
+
+    def wait(self, from_num: int, timeout: Optional[float]) -> "Deferred[None]":
+        if self.engine.closing or (self._watch is not None and self._seen >= from_num):
+            return succeed(None)
+
+        def cancel(d: "Deferred[None]") -> None:
+            self._drop(waiter)
+
+        d: "Deferred[None]" = Deferred(cancel)
+        timer = None
+        if timeout is not None:
+            timer = self.clock.callLater(timeout, self._timed_out, d)
+        waiter = _Waiter(from_num, d, timer)
+        self._waiters.append(waiter)
+        if self._unwatch_timer is not None and self._unwatch_timer.active():
+            self._unwatch_timer.cancel()
+            self._unwatch_timer = None
+        if self._watch is not None and from_num < self._watch_from:
+            # Waits for a number the consumer started after (an archive ran):
+            # the reader looks again at once.
+            self._fire(waiter)
+        elif self._watch is None and self._watching is None:
+            self._start_watch(from_num)
+        return d
+
+    def _timed_out(self, d: "Deferred[None]") -> None:
+        for w in self._waiters:
+            if w.d is d:
+                w.timer = None
+                self._fire(w)
+                return
+
+    def _drop(self, waiter: _Waiter) -> None:
+        if waiter in self._waiters:
+            self._waiters.remove(waiter)
+        if waiter.timer is not None and waiter.timer.active():
+            waiter.timer.cancel()
+        if not self._waiters:
+            self._stop_watch_later()
+
+    def _fire(self, waiter: _Waiter) -> None:
+        self._drop(waiter)
+        waiter.d.callback(None)
+
+    def _wake(self, seq: int) -> None:
+        if seq > self._seen and self._watch is not None:
+            self._seen = seq
+        for w in [w for w in self._waiters if w.from_num <= seq]:
+            self._fire(w)
+
+    def _start_watch(self, from_num: int) -> None:
+        engine = self.engine
+        stream = self.stream
+        reactor = self.clock
+
+        def on_seq(seq: int) -> None:  # loop thread
+            reactor.callFromThread(self._wake, seq)
+
+        def started(watch: Tuple[Any, str]) -> None:
+            self._watching = None
+            if not self._waiters or engine.closing:
+                engine.call(lambda c: c.unwatch(stream, *watch), "wait")
+                return
+            self._watch = watch
+            self._watch_from = from_num
+
+        def failed(f: Failure) -> None:
+            # No stream yet (a wait for a log's first message), or the
+            # cluster is away: look again soon; the waiters' own timeouts
+            # still answer them.
+            self._watching = None
+            if self._waiters and not engine.closing:
+                first = min(w.from_num for w in self._waiters)
+                self._watching = Deferred()
+                reactor.callLater(0.25, self._retry_watch, first)
+
+        self._watching = engine.call(lambda c: c.watch(stream, from_num, on_seq), "wait")
+        self._watching.addCallbacks(started, failed)
+
+    def _retry_watch(self, from_num: int) -> None:
+        self._watching = None
+        if self._waiters and self._watch is None:
+            # It may have been made meanwhile: the first message may be there.
+            self._start_watch(from_num)
+
+    def _stop_watch_later(self) -> None:
+        if self._watch is None or (self._unwatch_timer is not None
+                                   and self._unwatch_timer.active()):
+            return
+        self._unwatch_timer = self.clock.callLater(5.0, self._stop_watch)
+
+    def _stop_watch(self) -> None:
+        self._unwatch_timer = None
+        watch, self._watch = self._watch, None
+        self._seen = 0
+        if watch is not None and not self._waiters:
+            stream = self.stream
+            self.engine.call(lambda c: c.unwatch(stream, *watch), "wait").addErrback(
+                lambda f: None)
+        elif watch is not None:
+            self._watch = watch
+
+    def close(self) -> None:
+        for w in list(self._waiters):
+            self._fire(w)
+        self._stop_watch()
+
+    # -- archive --------------------------------------------------------------
+
+    def archive(self, upto: int) -> "Deferred[Tuple[Optional[str], int, int]]":
+        engine = self.engine
+
+        def start(info: Optional[Dict[str, Any]]) -> Any:
+            if info is None:
+                raise UnknownLog("archive: no log named %r" % (self.name,))
+            self._noted(info)
+            state = info.get("state") or {}
+            count = int(state.get("messages", 0))
+            first = int(state.get("first_seq", 0))
+            last = int(state.get("last_seq", 0))
+            if not count or upto < first:
+                return (None, upto, count)
+            used = min(upto, last)
+            return engine.call(lambda c: engine.archive_stream(c, self, first, used),
+                               "archive").addCallback(copied, used, last)
+
+        def copied(archive: str, used: int, last: int) -> Tuple[Optional[str], int, int]:
+            self.archived += 1
+            self.generation = object()
+            self._summary = None
+            return (archive, used, last - used)
+
+        return engine.call(lambda c: c.info(self.stream), "archive").addCallback(start)
+
+
+def _last_in(description: str) -> int:
+    """The number in JetStream's "wrong last sequence: N"."""
+    digits = "".join(ch if ch.isdigit() else " " for ch in description).split()
+    return int(digits[-1]) if digits else 0
+
+
+def _fail(error: Exception) -> "Deferred[Any]":
+    d: "Deferred[Any]" = Deferred()
+    d.errback(Failure(error))
+    return d
+
+
+@implementer(IEngine)
+class NatsEngine:
+    """Every log of one NATS cluster."""
+
+    log = Logger()
+
+    def __init__(self, urls: List[str], reactor: Any, replicas: int = 3,
+                 tls: Optional[ssl.SSLContext] = None, creds: Optional[str] = None,
+                 dedupe_window: float = 120.0, timeout: float = DEFAULT_TIMEOUT,
+                 max_batch: int = 1000) -> None:
+        self.urls = urls
+        self.reactor = reactor
+        self.requested_replicas = replicas
+        self.replicas = replicas
+        self.tls = tls
+        self.creds = creds
+        self.dedupe_window = dedupe_window
+        self.timeout = timeout
+        self.max_batch = max_batch
+        self.client = _Client(timeout)
+        self.bridge = Bridge(reactor)
+        self.closing = False
+        self._logs: Dict[str, NatsLog] = {}
+        self._events: List[str] = []
+
+    def describe(self) -> str:
+        return "NATS JetStream at %s (R%d)" % (",".join(self.urls), self.replicas)
+
+    # -- start and stop -------------------------------------------------------
+
+    def load(self) -> None:
+        """Connect and list the logs; raise L{EngineUnavailable} when the cluster is not there."""
+        self.bridge.start()
+        client = self.client
+
+        def event(line: str) -> None:
+            self.reactor.callFromThread(self.log.info, "{line}", line=line)
+
+        async def start() -> List[str]:
+            await client.connect(self.urls, self.tls, self.creds, event)
+            await client.nc.subscribe("$JS.EVENT.ADVISORY.STREAM.CREATED.*", cb=self._created)
+            return await client.stream_names()
+
+        try:
+            streams = self.bridge.wait(start, self.timeout * 3 + 1)
+        except Exception as e:
+            self.bridge.wait(client.close, self.timeout)
+            self.bridge.stop()
+            raise EngineUnavailable("cannot use the NATS cluster at %s: %s"
+                                    % (",".join(self.urls), e or type(e).__name__))
+        self.replicas = max(1, min(self.requested_replicas, client.servers))
+        for stream in streams:
+            name = names.log_of(stream)
+            if name is not None and name_problem(name) is None:
+                self._log(name).exists = True
+
+    async def _created(self, msg: Any) -> None:  # loop thread
+        stream = msg.subject.rsplit(".", 1)[-1]
+        name = names.log_of(stream)
+        if name is not None:
+            self.reactor.callFromThread(self._exists, name)
+
+    def _exists(self, name: str) -> None:
+        if name_problem(name) is None:
+            self._log(name).exists = True
+
+    def close(self) -> "Deferred[Any]":
+        self.closing = True
+        for log in list(self._logs.values()):
+            log.close()
+        d = self.bridge.call(self.client.close)
+        d.addErrback(lambda f: None)
+
+        def stopped(_: Any) -> None:
+            self.bridge.stop()
+
+        return d.addCallback(stopped)
+
+    # -- calls into the cluster -----------------------------------------------
+
+    def call(self, make: Callable[[_Client], Any], op: str,
+             retry: bool = False) -> "Deferred[Any]":
+        """
+        C{make(client)} run on the loop; what the cluster fails to answer
+        becomes a 503 with Retry-After.  With C{retry}, a publish that got
+        no answer is sent again (with its message id, so never written
+        twice) until C{timeout} has passed.
+        """
+        client = self.client
+        deadline = time.monotonic() + self.timeout
+
+        async def attempt() -> Any:
+            while True:
+                try:
+                    return await make(client)
+                except _Unreachable:
+                    if not retry or time.monotonic() + 0.1 >= deadline:
+                        raise
+                    await asyncio.sleep(0.05)
+
+        def unreachable(f: Failure) -> Failure:
+            if f.check(_Unreachable):
+                raise EngineUnavailable(
+                    "%s: the NATS cluster did not answer in %.0f s (%s); try again"
+                    % (op, self.timeout, f.getErrorMessage()))
+            if f.check(JetStreamError) and f.value.code == 503:
+                raise EngineUnavailable("%s: the NATS cluster cannot serve it now (%s); "
+                                        "try again" % (op, f.value.description))
+            return f
+
+        return self.bridge.call(attempt).addErrback(unreachable)
+
+    def stream_config(self, stream: str, subject: str, name: str,
+                      first: Optional[int]) -> Dict[str, Any]:
+        config: Dict[str, Any] = {
+            "name": stream, "subjects": [subject], "retention": "limits",
+            "storage": "file", "num_replicas": self.replicas, "discard": "old",
+            "max_msgs": -1, "max_bytes": -1, "max_age": 0, "max_msg_size": -1,
+            # A window of at least 5 s even when --dedupe-window is 0: Kaf's
+            # own ids keep a publish retried after a lost connection single.
+            "duplicate_window": int(max(self.dedupe_window, 5.0) * 1e9),
+            "allow_direct": True, "allow_atomic": True, "deny_delete": True,
+            "metadata": {"kaf_log": name},
+        }
+        if first is not None and first > 1:
+            config["first_seq"] = first
+        return config
+
+    async def archive_stream(self, client: _Client, log: NatsLog, first: int,
+                             upto: int) -> str:
+        """
+        Copy messages C{first}..C{upto} of C{log} into a new archive stream
+        (same numbers), then purge them from the live stream: the archive
+        path of SPEC 3.3.  Runs on the loop.
+        """
+        base = "--%s--%s" % (log.name, _archive_time(time.time()))
+        archive, n = base, 0
+        while await client.info(names.stream(archive)) is not None:
+            n += 1
+            archive = "%s_%d" % (base, n)
+        subject = names.subject(archive)
+        config = self.stream_config(names.stream(archive), subject, archive, first)
+        config["deny_delete"] = False
+        await client.create(config)
+        at = first
+        while at <= upto:
+            nums, datas, _ = await client.direct_get(log.stream, at, min(1000, upto - at + 1),
+                                                     1 << 20)
+            nums_datas = [(s, m) for s, m in zip(nums, datas) if s <= upto]
+            if not nums_datas:
+                break
+            # Published in order on one connection: numbered in order; each
+            # expects the one before it, so nothing is written twice.
+            acks = await asyncio.gather(*[
+                client.publish(subject, m, {"Nats-Expected-Last-Sequence": str(s - 1),
+                                            "Nats-Msg-Id": "a:%d" % (s,)})
+                for s, m in nums_datas])
+            for (s, _), ack in zip(nums_datas, acks):
+                if int(ack["seq"]) != s:
+                    raise JetStreamError(500, 0, "archive copy numbered %s for %d"
+                                         % (ack["seq"], s))
+            at = nums_datas[-1][0] + 1
+        await client.purge(log.stream, upto + 1)
+        return archive
+
+    # -- IEngine --------------------------------------------------------------
+
+    def check(self, name: str, op: str, write: bool = False) -> None:
+        if name in self._logs and not (write and name.startswith("_")):
+            return
+        problem = name_problem(name)
+        if problem is not None:
+            raise InvalidName("%s: %s" % (op, problem))
+        if write and name.startswith("_"):
+            raise ReservedName("%s: logs whose names begin with '_' belong to Kaf" % (op,))
+
+    def _log(self, name: str) -> NatsLog:
+        log = self._logs.get(name)
+        if log is None:
+            log = self._logs[name] = NatsLog(self, name)
+        return log
+
+    def known(self, log: NatsLog) -> None:
+        """C{log}'s stream exists: keep it (it is listed and counted)."""
+        if self._logs.get(log.name) is not log:
+            self._logs.setdefault(log.name, log)
+
+    def get(self, name: str) -> Optional[NatsLog]:
+        log = self._logs.get(name)
+        if log is not None:
+            return log
+        # Perhaps made by another front end: a read finds out, and keeps
+        # the log once its stream is seen.
+        return NatsLog(self, name)
+
+    def get_or_create(self, name: str) -> NatsLog:
+        return self._log(name)
+
+    def release(self, log: ILog) -> None:
+        if (not log.exists and not log.waiting  # type: ignore[attr-defined]
+                and self._logs.get(log.name) is log):
+            del self._logs[log.name]
+
+    def logs(self) -> List[NatsLog]:
+        return [self._logs[n] for n in sorted(self._logs) if self._logs[n].exists
+                and not n.startswith("--")]
+
+    def used(self) -> List[NatsLog]:
+        return [self._logs[n] for n in sorted(self._logs)
+                if self._logs[n].exists or self._logs[n].waiting]
+
+    def ping(self) -> "Deferred[Optional[str]]":
+        """None when the cluster answers JetStream requests, else a one-line reason."""
+        return self.call(lambda c: c.api("$JS.API.INFO", {}), "ready").addCallbacks(
+            lambda _: None, lambda f: "not ready: %s" % (f.getErrorMessage(),))
