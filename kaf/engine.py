@@ -239,6 +239,12 @@ class IEngine(Interface):
     def logs() -> List[ILog]:
         """Every existing log, sorted by name (their numbers may need L{ILog.described})."""
 
+    def refresh() -> Any:
+        """
+        A Deferred that fires once L{logs} holds every log there is now,
+        made here or elsewhere (another front end of a shared engine).
+        """
+
     def used() -> List[ILog]:
         """The logs used since start-up, sorted by name (what stats and metrics count)."""
 

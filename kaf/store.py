@@ -12,7 +12,7 @@ import os
 import re
 from typing import Callable, Dict, List, Optional
 
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -160,6 +160,10 @@ class Store:
         logs = [self._found(name) for name in sorted(self._logs)]
         return [log for log in logs if log is not None
                 and not (log.file.missing and log.last == 0)]
+
+    def refresh(self) -> "Deferred[None]":
+        """Nothing to do: this process makes every log of its folder."""
+        return succeed(None)
 
     def used(self) -> List[Log]:
         """The logs used since start-up, sorted by name."""

@@ -285,9 +285,12 @@ class KafWeb:
     @app.route("/logs")
     def logs(self, request: IRequest) -> Any:
         _method(request, "logs")
+        self._allow(request, "read", LOGS, "logs")
+        return self.store.refresh().addCallback(lambda _: self._list(request))
+
+    def _list(self, request: IRequest) -> Any:
         logs = self.store.logs()
         if self.auth is not None:
-            self._allow(request, "read", LOGS, "logs")
             # A token sees only the logs it may read.
             readable = set(self.auth.rules.readable(
                 request.getHeader(b"Authorization"), [log.name for log in logs]))

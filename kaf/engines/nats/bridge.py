@@ -70,6 +70,20 @@ class Bridge:
 
     def stop(self) -> None:
         if self._thread is not None:
-            self.loop.call_soon_threadsafe(self.loop.stop)
+            loop = self.loop
+
+            def cancel_and_stop() -> None:
+                # What is still under way ends here (its callers were
+                # answered, or the process is stopping).
+                tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+                for t in tasks:
+                    t.cancel()
+                if tasks:
+                    gathered = asyncio.gather(*tasks, return_exceptions=True)
+                    gathered.add_done_callback(lambda _: loop.stop())
+                else:
+                    loop.stop()
+
+            loop.call_soon_threadsafe(cancel_and_stop)
             self._thread.join(5)
             self._thread = None

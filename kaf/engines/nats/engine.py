@@ -29,6 +29,7 @@ only in the reactor thread.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import os
 import ssl
@@ -54,8 +55,13 @@ STREAM_NAME_IN_USE = 10058
 WRONG_LAST_SEQUENCE = 10071
 NO_MESSAGE_FOUND = 10037
 
-#: Seconds a request to the cluster may take before Kaf answers 503.
-DEFAULT_TIMEOUT = 2.0
+BATCH_DUPLICATE_ID = 10201
+
+#: Seconds an operation may take, retries included, before Kaf answers 503.
+DEFAULT_TIMEOUT = 1.8
+
+#: When the operation under way gives up (time.monotonic()).
+_deadline: "contextvars.ContextVar[float]" = contextvars.ContextVar("deadline", default=0.0)
 
 
 class JetStreamError(Exception):
@@ -142,9 +148,11 @@ class _Client:
                       timeout: Optional[float] = None) -> Any:
         import nats.errors
 
+        if timeout is None:
+            deadline = _deadline.get()
+            timeout = max(0.05, deadline - time.monotonic()) if deadline else self.timeout
         try:
-            return await self.nc.request(subject, payload, timeout=timeout or self.timeout,
-                                         headers=headers)
+            return await self.nc.request(subject, payload, timeout=timeout, headers=headers)
         except (nats.errors.TimeoutError, nats.errors.NoRespondersError,
                 nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError,
                 nats.errors.OutboundBufferLimitError, asyncio.TimeoutError) as e:
@@ -168,6 +176,17 @@ class _Client:
         out: List[str] = []
         while True:
             reply = await self.api("$JS.API.STREAM.NAMES",
+                                   {"offset": len(out), "subject": names.SUBJECT_PREFIX + ">"})
+            got = reply.get("streams") or []
+            out.extend(got)
+            if not got or len(out) >= int(reply.get("total", 0)):
+                return out
+
+    async def stream_list(self) -> List[Dict[str, Any]]:
+        """The info of every Kaf stream (pages of 256)."""
+        out: List[Dict[str, Any]] = []
+        while True:
+            reply = await self.api("$JS.API.STREAM.LIST",
                                    {"offset": len(out), "subject": names.SUBJECT_PREFIX + ">"})
             got = reply.get("streams") or []
             out.extend(got)
@@ -243,10 +262,11 @@ class _Client:
                 body["max_bytes"] = max_bytes
             await nc.publish("$JS.API.DIRECT.GET." + stream, json.dumps(body).encode(),
                              reply=inbox)
+            left = _deadline.get() - time.monotonic() if _deadline.get() else self.timeout
             try:
-                await asyncio.wait_for(done, self.timeout)
+                await asyncio.wait_for(done, max(0.05, left))
             except asyncio.TimeoutError:
-                raise _Unreachable("direct get: no reply in %.1f s" % (self.timeout,))
+                raise _Unreachable("direct get: no reply in time")
         finally:
             await sub.unsubscribe()
         return nums, datas, last[0]
@@ -256,16 +276,40 @@ class _Client:
         """An atomic batch publish: every message or none."""
         nc = self.nc
         n = len(messages)
-        for i, data in enumerate(messages[:-1]):
-            headers = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(i + 1)}
-            if i == 0:
-                headers.update(first_headers)
-            await nc.publish(subject, data, headers=headers)
-        headers = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(n),
-                   "Nats-Batch-Commit": "1"}
+        headers = {"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": "1"}
+        headers.update(first_headers)
         if n == 1:
-            headers.update(first_headers)
-        return await self.publish(subject, messages[-1], headers)
+            headers["Nats-Batch-Commit"] = "1"
+            return await self.publish(subject, messages[0], headers)
+        # The first message is answered (empty, or an error); the middle
+        # ones are not; the commit is answered with the batch's ack.
+        msg = await self.request(subject, messages[0], headers)
+        if _status(msg) == "503":
+            raise _Unreachable("no responders")
+        if msg.data:
+            _raise_error(json.loads(msg.data))
+        for i in range(1, n - 1):
+            await nc.publish(subject, messages[i], headers={
+                "Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(i + 1)})
+        return await self.publish(subject, messages[-1], {
+            "Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(n),
+            "Nats-Batch-Commit": "1"})
+
+    async def last_on(self, stream: str, subject: str) -> Optional[Any]:
+        """The last message of C{stream} on C{subject}, or None."""
+        msg = await self.request("$JS.API.DIRECT.GET." + stream,
+                                 json.dumps({"last_by_subj": subject}).encode())
+        if _status(msg) is not None:
+            return None
+        return msg
+
+    async def message(self, stream: str, seq: int) -> Optional[Any]:
+        """Message C{seq} of C{stream}, or None."""
+        msg = await self.request("$JS.API.DIRECT.GET." + stream,
+                                 json.dumps({"seq": seq}).encode())
+        if _status(msg) is not None:
+            return None
+        return msg
 
     async def watch(self, stream: str, start: int,
                     on_seq: Callable[[int], None]) -> Tuple[Any, str]:
@@ -473,34 +517,61 @@ class NatsLog:
                  msg_id: Optional[str]) -> "Deferred[int]":
         engine = self.engine
         headers: Dict[str, str] = {}
-        # Kaf's own id when the client gave none: a retry after a lost
-        # connection is then not written twice.
-        nats_id = ("c:" + msg_id) if msg_id is not None else ("k:" + os.urandom(12).hex())
+        # Kaf's own id when the client gave none: a publish retried after a
+        # lost connection is then not written twice.
+        own = msg_id is None
+        nats_id = ("k:" + os.urandom(12).hex()) if own else ("c:" + str(msg_id))
         headers["Nats-Msg-Id"] = nats_id
-        if expect is not None:
-            headers["Nats-Expected-Last-Sequence"] = str(expect)
-        elif first is not None:
-            headers["Nats-Expected-Last-Sequence"] = str(first - 1)
+        wanted = expect if expect is not None else (first - 1 if first is not None else None)
+        if wanted is not None:
+            headers["Nats-Expected-Last-Sequence"] = str(wanted)
         n = len(messages)
-        subject = self.subject
+        stream = self.stream
         if n == 1:
-            data = messages[0]
-            d = engine.call(lambda c: c.publish(subject, data, headers), "put", retry=True)
+            subject, data = self.subject, messages[0]
+
+            async def publish(c: _Client) -> Any:
+                try:
+                    return await c.publish(subject, data, headers)
+                except JetStreamError as e:
+                    if e.err_code != WRONG_LAST_SEQUENCE:
+                        raise
+                    # The id may be there already (a retry, or the client's
+                    # repeat): a single stream checks the expected number
+                    # before the id.  The message after the expected one says.
+                    found = await c.message(stream, int(wanted or 0) + 1)
+                    if found is not None and (found.headers or {}).get("Nats-Msg-Id") == nats_id:
+                        return {"seq": int(found.headers["Nats-Sequence"]), "duplicate": True}
+                    raise
         else:
-            batch_id = nats_id[:64]
-            d = engine.call(lambda c: c.batch(subject, messages, headers, batch_id), "put",
-                            retry=True)
+            # On a subject of its id: a repeat (refused as a whole by the
+            # server) finds the first one's numbers by its last message.
+            subject = names.id_subject(self.name, nats_id)
+
+            async def publish(c: _Client) -> Any:
+                try:
+                    return await c.batch(subject, messages, headers, nats_id[:64])
+                except JetStreamError as e:
+                    if e.err_code not in (BATCH_DUPLICATE_ID, WRONG_LAST_SEQUENCE):
+                        raise
+                    found = await c.last_on(stream, subject)
+                    if found is None:
+                        raise
+                    h = found.headers or {}
+                    return {"seq": int(h["Nats-Sequence"]), "duplicate": True,
+                            "count": int(h.get("Nats-Batch-Sequence", n))}
+
+        d = engine.call(publish, "put")
 
         def acked(ack: Dict[str, Any]) -> int:
             seq = int(ack["seq"])
             self.last = max(self.last, seq)
-            if self._summary is not None:
-                self._summary = None  # read again when listed
-            if ack.get("duplicate"):
-                count = int(ack.get("count", n))
-                return Duplicate(seq, count)
-            self.puts += 1
-            self.bytes_in += sum(map(len, messages))
+            self._summary = None  # read again when listed
+            if ack.get("duplicate") and not own:
+                return Duplicate(seq, int(ack.get("count", n)))
+            if not ack.get("duplicate"):
+                self.puts += 1
+                self.bytes_in += sum(map(len, messages))
             self._wake(seq)
             return seq
 
@@ -509,13 +580,12 @@ class NatsLog:
             e = f.value
             if isinstance(e, JetStreamError) and e.err_code == WRONG_LAST_SEQUENCE:
                 last = _last_in(e.description)
-                wanted = expect if expect is not None else (first - 1 if first else 0)
                 if expect is None and first is not None:
                     raise ExpectMismatch("put: cannot number from %d: the log's last is %d"
                                          % (first, last), last)
                 raise ExpectMismatch("put: expected last message %d, but the log's last is %d"
-                                     % (wanted, last), last)
-            if isinstance(e, JetStreamError) and "batch" in e.description.lower():
+                                     % (int(wanted or 0), last), last)
+            if isinstance(e, JetStreamError) and e.code == 400 and "batch" in e.description:
                 raise MessageTooLarge("put: the NATS cluster refused the batch: %s"
                                       % (e.description,))
             return f
@@ -748,7 +818,14 @@ class NatsEngine:
         async def start() -> List[str]:
             await client.connect(self.urls, self.tls, self.creds, event)
             await client.nc.subscribe("$JS.EVENT.ADVISORY.STREAM.CREATED.*", cb=self._created)
-            return await client.stream_names()
+            found = []
+            for stream in await client.stream_names():
+                name = names.log_of(stream)
+                if name is None and stream.startswith(names.STREAM_PREFIX):
+                    name = await self._named(client, stream)
+                if name is not None:
+                    found.append(name)
+            return found
 
         try:
             streams = self.bridge.wait(start, self.timeout * 3 + 1)
@@ -758,14 +835,22 @@ class NatsEngine:
             raise EngineUnavailable("cannot use the NATS cluster at %s: %s"
                                     % (",".join(self.urls), e or type(e).__name__))
         self.replicas = max(1, min(self.requested_replicas, client.servers))
-        for stream in streams:
-            name = names.log_of(stream)
-            if name is not None and name_problem(name) is None:
-                self._log(name).exists = True
+        for name in streams:
+            self._exists(name)
+
+    async def _named(self, client: _Client, stream: str) -> Optional[str]:
+        """The log of a stream named by a hash: its metadata says."""
+        info = await client.info(stream)
+        name = (((info or {}).get("config") or {}).get("metadata") or {}).get("kaf_log")
+        if name is not None and names.stream(name) == stream:
+            return str(name)
+        return None
 
     async def _created(self, msg: Any) -> None:  # loop thread
         stream = msg.subject.rsplit(".", 1)[-1]
         name = names.log_of(stream)
+        if name is None and stream.startswith(names.STREAM_PREFIX):
+            name = await self._named(self.client, stream)
         if name is not None:
             self.reactor.callFromThread(self._exists, name)
 
@@ -788,7 +873,7 @@ class NatsEngine:
     # -- calls into the cluster -----------------------------------------------
 
     def call(self, make: Callable[[_Client], Any], op: str,
-             retry: bool = False) -> "Deferred[Any]":
+             retry: bool = True) -> "Deferred[Any]":
         """
         C{make(client)} run on the loop; what the cluster fails to answer
         becomes a 503 with Retry-After.  With C{retry}, a publish that got
@@ -796,13 +881,17 @@ class NatsEngine:
         twice) until C{timeout} has passed.
         """
         client = self.client
-        deadline = time.monotonic() + self.timeout
+        timeout = self.timeout
 
         async def attempt() -> Any:
+            deadline = time.monotonic() + timeout
+            _deadline.set(deadline)
             while True:
                 try:
                     return await make(client)
-                except _Unreachable:
+                except (_Unreachable, JetStreamError) as e:
+                    if isinstance(e, JetStreamError) and e.code not in (503, 429):
+                        raise
                     if not retry or time.monotonic() + 0.1 >= deadline:
                         raise
                     await asyncio.sleep(0.05)
@@ -812,7 +901,7 @@ class NatsEngine:
                 raise EngineUnavailable(
                     "%s: the NATS cluster did not answer in %.0f s (%s); try again"
                     % (op, self.timeout, f.getErrorMessage()))
-            if f.check(JetStreamError) and f.value.code == 503:
+            if f.check(JetStreamError) and f.value.code in (503, 429):
                 raise EngineUnavailable("%s: the NATS cluster cannot serve it now (%s); "
                                         "try again" % (op, f.value.description))
             return f
@@ -822,7 +911,7 @@ class NatsEngine:
     def stream_config(self, stream: str, subject: str, name: str,
                       first: Optional[int]) -> Dict[str, Any]:
         config: Dict[str, Any] = {
-            "name": stream, "subjects": [subject], "retention": "limits",
+            "name": stream, "subjects": [subject, subject + ".i.*"], "retention": "limits",
             "storage": "file", "num_replicas": self.replicas, "discard": "old",
             "max_msgs": -1, "max_bytes": -1, "max_age": 0, "max_msg_size": -1,
             # A window of at least 5 s even when --dedupe-window is 0: Kaf's
@@ -913,6 +1002,19 @@ class NatsEngine:
     def logs(self) -> List[NatsLog]:
         return [self._logs[n] for n in sorted(self._logs) if self._logs[n].exists
                 and not n.startswith("--")]
+
+    def refresh(self) -> "Deferred[None]":
+        """Every log's stream and numbers, as the cluster has them now."""
+        def listed(infos: List[Dict[str, Any]]) -> None:
+            for info in infos:
+                config = info.get("config") or {}
+                stream = config.get("name", "")
+                name = (config.get("metadata") or {}).get("kaf_log") or names.log_of(stream)
+                if (name is not None and name_problem(name) is None
+                        and names.stream(name) == stream):
+                    self._log(name)._noted(info)
+
+        return self.call(lambda c: c.stream_list(), "logs").addCallback(listed)
 
     def used(self) -> List[NatsLog]:
         return [self._logs[n] for n in sorted(self._logs)
