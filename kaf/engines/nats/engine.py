@@ -60,6 +60,9 @@ BATCH_DUPLICATE_ID = 10201
 #: Seconds an operation may take, retries included, before Kaf answers 503.
 DEFAULT_TIMEOUT = 1.8
 
+#: Seconds one request may wait for its answer before it is sent again.
+ATTEMPT = 0.6
+
 #: When the operation under way gives up (time.monotonic()).
 _deadline: "contextvars.ContextVar[float]" = contextvars.ContextVar("deadline", default=0.0)
 
@@ -149,8 +152,12 @@ class _Client:
         import nats.errors
 
         if timeout is None:
+            # A request that a stream being elected a leader leaves
+            # unanswered is sent again (see NatsEngine.call), not waited
+            # for until the deadline.
             deadline = _deadline.get()
-            timeout = max(0.05, deadline - time.monotonic()) if deadline else self.timeout
+            timeout = (max(0.05, min(ATTEMPT, deadline - time.monotonic())) if deadline
+                       else self.timeout)
         try:
             return await self.nc.request(subject, payload, timeout=timeout, headers=headers)
         except (nats.errors.TimeoutError, nats.errors.NoRespondersError,
@@ -158,9 +165,10 @@ class _Client:
                 nats.errors.OutboundBufferLimitError, asyncio.TimeoutError) as e:
             raise _Unreachable(type(e).__name__ if not str(e) else str(e))
 
-    async def api(self, subject: str, body: Any) -> Dict[str, Any]:
+    async def api(self, subject: str, body: Any,
+                  timeout: Optional[float] = None) -> Dict[str, Any]:
         payload = b"" if body is None else json.dumps(body).encode()
-        msg = await self.request(subject, payload)
+        msg = await self.request(subject, payload, timeout=timeout)
         if not msg.data:
             raise _Unreachable("empty reply to %s" % (subject,))
         return _raise_error(json.loads(msg.data))
@@ -203,7 +211,8 @@ class _Client:
 
     async def create(self, config: Dict[str, Any]) -> Dict[str, Any]:
         try:
-            return await self.api("$JS.API.STREAM.CREATE." + config["name"], config)
+            return await self.api("$JS.API.STREAM.CREATE." + config["name"], config,
+                                  self.timeout)
         except JetStreamError as e:
             if e.err_code != STREAM_NAME_IN_USE:
                 raise
@@ -215,7 +224,8 @@ class _Client:
             return found
 
     async def purge(self, stream: str, keep_from: int) -> Dict[str, Any]:
-        return await self.api("$JS.API.STREAM.PURGE." + stream, {"seq": keep_from})
+        return await self.api("$JS.API.STREAM.PURGE." + stream, {"seq": keep_from},
+                              self.timeout)
 
     async def direct_get(self, stream: str, from_num: int, limit: int,
                          max_bytes: int) -> Tuple[List[int], List[bytes], Optional[int]]:
@@ -262,7 +272,8 @@ class _Client:
                 body["max_bytes"] = max_bytes
             await nc.publish("$JS.API.DIRECT.GET." + stream, json.dumps(body).encode(),
                              reply=inbox)
-            left = _deadline.get() - time.monotonic() if _deadline.get() else self.timeout
+            left = (min(ATTEMPT, _deadline.get() - time.monotonic()) if _deadline.get()
+                    else self.timeout)
             try:
                 await asyncio.wait_for(done, max(0.05, left))
             except asyncio.TimeoutError:
