@@ -52,9 +52,13 @@ class Front:
                                       interface="127.0.0.1")
         self.url = "http://127.0.0.1:%d" % (self.port.getHost().port,)
 
-    def stop(self) -> None:
+    def close(self) -> Any:
+        """A Deferred that fires once the front end stopped."""
         self.port.stopListening()
-        pytest_twisted.blockon(self.engine.close())
+        return self.engine.close()
+
+    def stop(self) -> None:
+        pytest_twisted.blockon(self.close())
 
 
 def nats_engine(cluster: Cluster, **kw: Any) -> Any:
