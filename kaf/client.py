@@ -624,7 +624,8 @@ async def _copy(source: KafClient, source_log: str, dest: KafClient, dest_log: s
             else:
                 body = kaf_batch([m for _, m in batch.messages[:run]])
             try:
-                written = await dest.put_kaf_body(dest_log, body, expect=dest_last, first=start)
+                written = await _put_run([m for _, m in batch.messages[:run]], body,
+                                         dest, dest_log, start, dest_last)
             except ExpectFailed as e:
                 if start == dest_last + 1 or e.last != dest_last:
                     raise
@@ -646,6 +647,24 @@ async def _copy(source: KafClient, source_log: str, dest: KafClient, dest_log: s
             ahead.cancel()
             ahead.addErrback(lambda f: None)
     return CopyResult(copied, size, dest_last)
+
+
+async def _put_run(messages: List[bytes], body: Optional[bytes], dest: KafClient,
+                   dest_log: str, start: int, expect: int) -> int:
+    """
+    Put C{messages} (numbered from C{start}) as one batch, or, when the
+    destination refuses a batch that large (a NATS engine takes at most
+    1,000 messages a batch), as two halves, each atomic.
+    """
+    try:
+        return await dest.put_kaf_body(dest_log, body if body is not None
+                                       else kaf_batch(messages), expect=expect, first=start)
+    except TooLarge:
+        if len(messages) < 2:
+            raise
+    half = len(messages) // 2
+    mid = await _put_run(messages[:half], None, dest, dest_log, start, expect)
+    return await _put_run(messages[half:], None, dest, dest_log, start + half, mid)
 
 
 def _run_length(messages: List[Tuple[int, bytes]], first: int) -> int:

@@ -433,3 +433,34 @@ def test_logs_made_through_one_front_end_are_listed_by_the_other(two: List[Front
     r = yield call(b, "GET", "/logs")
     assert [(e["first"], e["last"], e["count"]) for e in json.loads(r.body)
             if e["name"] == name] == [(1, 1, 1)]
+
+
+# -- moving a log from the file engine to the NATS engine -------------------------
+
+@pytest_twisted.inlineCallbacks
+def test_copy_moves_an_archived_file_log_to_the_nats_engine_with_its_numbers(
+        tmp_path: Any, cluster: Cluster) -> Any:
+    from kaf import client as kc
+
+    store = Store(str(tmp_path / "data"), reactor, sync_runner, fsync=False)
+    store.load()
+    source, dest = Front(store), Front(nats_engine(cluster))
+    try:
+        name = fresh()
+        body = b"".join(b"event %d\n" % (i,) for i in range(1, 2501))
+        yield put(source, name, body, "?batch=lines")
+        yield call(source, "POST", "/archive/%s?upto=100" % (name,))
+        src = kc.KafClient(source.url, reactor=reactor)
+        dst = kc.KafClient(dest.url, reactor=reactor)
+        # Batches of 2,400 are more than the NATS engine takes at once
+        # (1,000): the copy puts them in parts, each atomic.
+        result = yield kc.copy_log(src, name, dst, name, limit=2400)
+        assert (result.messages, result.last) == (2400, 2500)
+        a = yield get(source, name, "from=1&limit=10000")
+        b = yield get(dest, name, "from=1&limit=10000")
+        assert b.body == a.body and b.header("X-Kaf-FirstMsg") == "101"
+        r = yield put(dest, name, b"after the move")
+        assert r.body == b"2501"
+    finally:
+        yield source.close()
+        yield dest.close()

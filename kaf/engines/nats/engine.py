@@ -464,15 +464,12 @@ class NatsLog:
 
     # -- writes ---------------------------------------------------------------
 
-    def _config(self, first: Optional[int] = None) -> Dict[str, Any]:
-        return self.engine.stream_config(self.stream, self.subject, self.name, first)
-
-    def _ensure(self, first: Optional[int] = None) -> "Deferred[Any]":
+    def _ensure(self) -> "Deferred[Any]":
         """A Deferred that fires once the stream exists."""
         if self.exists:
             return succeed(None)
         if self._creating is None:
-            config = self._config(first)
+            config = self.engine.stream_config(self.stream, self.subject, self.name, None)
 
             def made(info: Dict[str, Any]) -> None:
                 self._creating = None
@@ -503,18 +500,25 @@ class NatsLog:
             return _fail(MessageTooLarge(
                 "put: a batch of %d messages is over the NATS engine's limit of %d messages"
                 % (len(messages), engine.max_batch)))
-        d = self._ensure(first if first is not None and first > 1 else None)
-        d.addCallback(lambda _: self._numbered(first) if first is not None else None)
+        d = self._ensure()
+        d.addCallback(lambda _: self._numbered(first, expect) if first is not None else None)
         d.addCallback(lambda _: self._publish(messages, expect, first, msg_id))
         return d
 
-    def _numbered(self, first: int) -> Any:
-        """Let the next put be numbered C{first} (SPEC: C{first=}), or refuse it."""
+    def _numbered(self, first: int, expect: Optional[int]) -> Any:
+        """
+        Let the next put be numbered C{first} (C{first=}), or refuse it: a
+        purge up to C{first} moves an empty stream's numbering on.
+        C{expect} is checked against the numbers before.
+        """
         def check(info: Optional[Dict[str, Any]]) -> Any:
             state = (info or {}).get("state") or {}
             last = int(state.get("last_seq", 0))
             count = int(state.get("messages", 0))
             self.last = max(self.last, last)
+            if expect is not None and expect != last:
+                raise ExpectMismatch("put: expected last message %d, but the log's last is %d"
+                                     % (expect, last), last)
             if first == last + 1:
                 return None
             if first <= last or count:
@@ -533,7 +537,8 @@ class NatsLog:
         own = msg_id is None
         nats_id = ("k:" + os.urandom(12).hex()) if own else ("c:" + str(msg_id))
         headers["Nats-Msg-Id"] = nats_id
-        wanted = expect if expect is not None else (first - 1 if first is not None else None)
+        # With first=, expect was checked before the numbering moved on.
+        wanted = (first - 1) if first is not None else expect
         if wanted is not None:
             headers["Nats-Expected-Last-Sequence"] = str(wanted)
         n = len(messages)
@@ -591,7 +596,7 @@ class NatsLog:
             e = f.value
             if isinstance(e, JetStreamError) and e.err_code == WRONG_LAST_SEQUENCE:
                 last = _last_in(e.description)
-                if expect is None and first is not None:
+                if first is not None:
                     raise ExpectMismatch("put: cannot number from %d: the log's last is %d"
                                          % (first, last), last)
                 raise ExpectMismatch("put: expected last message %d, but the log's last is %d"
