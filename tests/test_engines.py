@@ -22,6 +22,7 @@ import pytest_twisted
 import treq
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
+from twisted.internet.threads import deferToThread
 
 from conftest import sync_runner
 from nats_cluster import Cluster, server_binary
@@ -464,3 +465,85 @@ def test_copy_moves_an_archived_file_log_to_the_nats_engine_with_its_numbers(
     finally:
         yield source.close()
         yield dest.close()
+
+
+# -- stats, metrics, readiness ------------------------------------------------------
+
+@pytest_twisted.inlineCallbacks
+def test_stats_are_written_to_the_kaf_log(kaf: Front) -> Any:
+    from kaf.stats import Stats
+
+    name = fresh()
+    yield put(kaf, name, b"counted")
+    yield get(kaf, name, "from=1")
+    stats = Stats(kaf.engine, reactor)
+    yield stats.tick()
+    r = yield get(kaf, "_kaf", "from=1&format=json&limit=10000")
+    records = json.loads(r.body)
+    entries = [e for rec in records for e in rec["logs"] if e["name"] == name]
+    assert entries == [{"name": name, "last": 1, "gets": 1, "puts": 1}]
+
+
+@pytest_twisted.inlineCallbacks
+def test_metrics_count_each_log(kaf: Front) -> Any:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from kaf.metrics import Metrics
+
+    kaf.web.metrics = Metrics(kaf.engine, None)
+    name = fresh()
+    yield put(kaf, name, b"a\nb", "?batch=lines")
+    r = yield call(kaf, "GET", "/metrics")
+    samples = {(s.name, s.labels.get("log")): s.value
+               for family in text_string_to_metric_families(r.body.decode())
+               for s in family.samples}
+    assert samples[("kaf_log_puts_total", name)] == 2
+    assert samples[("kaf_log_last_message", name)] == 2
+
+
+@pytest_twisted.inlineCallbacks
+def test_ready_is_503_with_a_reason_while_the_cluster_is_away(tmp_path: Any) -> Any:
+    from kaf.health import Readiness
+
+    single = Cluster(tmp_path / "one", size=1)
+    try:
+        engine = nats_engine(single)
+        readiness = Readiness(None, reactor, engine=engine.ping)
+        assert (yield readiness.check()) is None
+        yield deferToThread(single.kill, 0)
+        reason = yield readiness.check()
+        assert reason is not None and reason.startswith("not ready: the NATS cluster did not answer")
+        assert "\n" not in reason
+        yield deferToThread(single.start, 0)
+        # The client reconnects by itself (every 0.2 s).
+        deadline = time.monotonic() + 10
+        while (yield readiness.check()) is not None:
+            assert time.monotonic() < deadline, "not ready again once the cluster was back"
+        yield engine.close()
+    finally:
+        single.stop()
+
+
+@pytest.mark.parametrize("args, problem", [
+    (["--store", "redis://x:1"], "--store must be nats://HOST:PORT"),
+    (["--store", "nats://a:1,b"], "--store: 'b' is not HOST:PORT"),
+    (["--store", "nats://a:1", "--retain", "*:max-messages=5"], "--retain works with the data"),
+    (["--nats-creds", "x.creds"], "--nats-creds needs --store nats://"),
+    (["--store", "nats://a:1", "--replicas", "0"], "--replicas must be > 0"),
+])
+def test_store_options_are_checked(args: List[str], problem: str) -> None:
+    from twisted.python import usage
+
+    from kaf.tap import KafOptions
+
+    with pytest.raises(usage.UsageError) as e:
+        KafOptions().parseOptions(args)
+    assert str(e.value).startswith(problem), str(e.value)
+
+
+def test_store_lists_each_server() -> None:
+    from kaf.tap import KafOptions
+
+    options = KafOptions()
+    options.parseOptions(["--store", "nats://10.0.0.1:4222,10.0.0.2:4222,tls://h:1"])
+    assert options["store"] == ["nats://10.0.0.1:4222", "nats://10.0.0.2:4222", "tls://h:1"]

@@ -586,7 +586,7 @@ class NatsLog:
             if ack.get("duplicate") and not own:
                 return Duplicate(seq, int(ack.get("count", n)))
             if not ack.get("duplicate"):
-                self.puts += 1
+                self.puts += n  # messages, as the file engine counts them
                 self.bytes_in += sum(map(len, messages))
             self._wake(seq)
             return seq
@@ -1039,4 +1039,5 @@ class NatsEngine:
     def ping(self) -> "Deferred[Optional[str]]":
         """None when the cluster answers JetStream requests, else a one-line reason."""
         return self.call(lambda c: c.api("$JS.API.INFO", {}), "ready").addCallbacks(
-            lambda _: None, lambda f: "not ready: %s" % (f.getErrorMessage(),))
+            lambda _: None,
+            lambda f: "not ready: %s" % (f.getErrorMessage().split(": ", 1)[-1],))
