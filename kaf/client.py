@@ -216,14 +216,15 @@ class KafClient:
         None for no limit.
 
     Every put carries a new C{Kaf-Msg-Id}; a put whose connection drops
-    (or whose reply does not come in time) is sent again with the same id,
-    up to L{PUT_RETRIES} times: a put the server had written is answered
+    (or whose reply does not come in time), or that is answered 503 (not
+    now: try again), is sent again with the same id, up to L{PUT_RETRIES}
+    times: a put the server had written is answered
     with its first number, not written twice (within the server's
     C{--dedupe-window}).
     """
 
-    #: Times a put is sent again after a dropped connection, and the
-    #: seconds before the first retry (doubling after each).
+    #: Times a put is sent again after a dropped connection or a 503, and
+    #: the seconds before the first retry (doubling after each).
     PUT_RETRIES = 3
     PUT_RETRY_DELAY = 0.5
 
@@ -317,6 +318,12 @@ class KafClient:
                 return await self._call(b"POST", "/put/", log, params, body, headers=headers)
             except KafConnectionError as e:
                 if not retries_left or not _maybe_sent(e):
+                    raise
+            except ServerError as e:
+                # 503: not now (a NATS stream electing a leader, no file
+                # descriptor left): nothing is known to be written, and the
+                # same id makes a second write impossible.
+                if not retries_left or e.status != 503:
                     raise
             await deferLater(self.reactor, delay)
             delay *= 2

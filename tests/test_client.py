@@ -749,3 +749,64 @@ def test_go_version_polling_loop_reads_every_message_once(server: Server) -> Non
     assert sleeps == [8, 10, 10]
     loop.cancel()
     loop.addErrback(lambda f: None)
+
+
+class BusyTreq:
+    """
+    A server that answers the next C{busy} requests 503 (as a NATS engine
+    does while a stream elects its leader) before they reach Kaf; it
+    records each request's Kaf-Msg-Id.
+    """
+
+    def __init__(self, inner: Any, busy: int) -> None:
+        from twisted.web.resource import Resource
+
+        class Busy(Resource):
+            isLeaf = True
+
+            def render(self, request: Any) -> bytes:
+                request.setResponseCode(503)
+                request.setHeader(b"Retry-After", b"1")
+                return b"put: the NATS cluster did not answer in 2 s; try again\n"
+
+        self.inner = inner
+        self.busy = busy
+        self.refuser = StubTreq(Busy())
+        self.ids: List[str] = []
+
+    def request(self, method: str, url: str, **kwargs: Any) -> "Deferred[Any]":
+        self.ids.append(kwargs["headers"][b"Kaf-Msg-Id"][0].decode())
+        if self.busy:
+            self.busy -= 1
+            d = self.refuser.request(method, url, **kwargs)
+            self.refuser.flush()
+            return d
+        return self.inner.request(method, url, **kwargs)
+
+    def content(self, response: Any) -> "Deferred[bytes]":
+        d = self.refuser.content(response) if response.code == 503 else \
+            self.inner.content(response)
+        self.refuser.flush()
+        return d
+
+
+def test_a_put_answered_503_is_sent_again_with_the_same_id(server: Server) -> None:
+    busy = BusyTreq(server.stub, busy=2)
+    d = server.client(busy).put("ev", b"once")
+    server.stub.flush()
+    server.clock.advance(0.5)
+    server.stub.flush()
+    server.clock.advance(1.0)
+    assert server.result(d) == 1
+    assert len(busy.ids) == 3 and len(set(busy.ids)) == 1
+    assert server.result(server.client().get("ev", 1)).messages == [(1, b"once")]
+
+
+def test_a_put_answered_503_too_often_raises_server_error(server: Server) -> None:
+    busy = BusyTreq(server.stub, busy=10)
+    d = server.client(busy).put("ev", b"never")
+    for delay in (0.5, 1.0, 2.0):
+        server.stub.flush()
+        server.clock.advance(delay)
+    error = server.failure(d, kc.ServerError)
+    assert error.status == 503 and len(busy.ids) == 4
