@@ -547,3 +547,34 @@ def test_store_lists_each_server() -> None:
     options = KafOptions()
     options.parseOptions(["--store", "nats://10.0.0.1:4222,10.0.0.2:4222,tls://h:1"])
     assert options["store"] == ["nats://10.0.0.1:4222", "nats://10.0.0.2:4222", "tls://h:1"]
+
+
+# -- live streams ---------------------------------------------------------------
+
+@pytest_twisted.inlineCallbacks
+def test_a_live_stream_sends_the_stored_messages_then_each_new_one(kaf: Front) -> Any:
+    from twisted.internet.defer import Deferred
+
+    name = fresh()
+    yield put(kaf, name, b"stored")
+    seen = Deferred()
+    received: List[bytes] = []
+
+    def collect(data: bytes) -> None:
+        received.append(data)
+        if b"id: 2\n" in b"".join(received) and not seen.called:
+            seen.callback(None)
+
+    response = yield treq.get(kaf.url + "/get/%s?from=1" % (name,),
+                              headers={"Accept": "text/event-stream"}, unbuffered=True,
+                              timeout=30)
+    assert response.headers.getRawHeaders("Content-Type")[0].startswith("text/event-stream")
+    done = treq.collect(response, collect)
+    yield put(kaf, name, b"two\nlines")
+    yield seen
+    stream = b"".join(received)
+    assert b"id: 1\ndata: stored\n\n" in stream
+    assert b"id: 2\ndata: two\ndata: lines\n\n" in stream
+    # The client hangs up; the stream ends.
+    response.original._transport.stopProducing()
+    done.addErrback(lambda f: None)
