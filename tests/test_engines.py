@@ -578,3 +578,22 @@ def test_a_live_stream_sends_the_stored_messages_then_each_new_one(kaf: Front) -
     # The client hangs up; the stream ends.
     response.original._transport.stopProducing()
     done.addErrback(lambda f: None)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_batch_over_the_nats_limit_is_refused_naming_it_and_writes_nothing(
+        cluster: Cluster) -> Any:
+    front = Front(nats_engine(cluster))
+    try:
+        name = fresh()
+        yield put(front, name, b"one")
+        r = yield put(front, name, b"\n".join(b"m%d" % i for i in range(1001)), "?batch=lines")
+        assert r.code == 413
+        assert r.body == (b"put: a batch of 1001 messages is over the NATS engine's limit "
+                          b"of 1000 messages\n")
+        r = yield put(front, name, b"\n".join(b"m%d" % i for i in range(1000)), "?batch=lines")
+        assert (r.code, r.body) == (200, b"1001")
+        r = yield get(front, name, "from=1&limit=1")
+        assert r.header("X-Kaf-LastMsg") == "1001"
+    finally:
+        yield front.close()
