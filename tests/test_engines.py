@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 import time
 import uuid
 from typing import Any, Dict, Generator, List, Optional
@@ -597,3 +598,33 @@ def test_a_batch_over_the_nats_limit_is_refused_naming_it_and_writes_nothing(
         assert r.header("X-Kaf-LastMsg") == "1001"
     finally:
         yield front.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_connection_to_the_cluster_may_be_tls(tmp_path: Any) -> Any:
+    import subprocess
+
+    from kaf.tap import nats_tls
+
+    key, cert = str(tmp_path / "key.pem"), str(tmp_path / "cert.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", key, "-out", cert], check=True, capture_output=True, timeout=60)
+    secure = Cluster(tmp_path / "tls", size=1, extra_config="tls {\n  cert_file: %s\n"
+                     "  key_file: %s\n}\n" % (json.dumps(cert), json.dumps(key)))
+    try:
+        front = Front(nats_engine(secure, tls=nats_tls(cert, None, None)))
+        name = fresh()
+        r = yield put(front, name, b"over tls")
+        assert r.body == b"1"
+        r = yield get(front, name, "from=1&format=raw")
+        assert r.body == b"over tls\n"
+        yield front.close()
+        # Without the CA the server's certificate is not trusted: no start.
+        from kaf.engines.nats.engine import NatsEngine
+        from kaf.errors import EngineUnavailable
+
+        with pytest.raises(EngineUnavailable):
+            NatsEngine(secure.urls, reactor, tls=ssl.create_default_context()).load()
+    finally:
+        secure.stop()
