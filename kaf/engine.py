@@ -5,7 +5,7 @@ metrics ask of the place where logs live, and the values that cross it.
 The web layer (L{kaf.web}, L{kaf.sse}, L{kaf.streamed}), L{kaf.stats} and
 L{kaf.metrics} import this module, never an engine's; an engine imports
 this module and declares what it implements.  The file engine is
-L{kaf.store.Store} (L{IEngine}) with L{kaf.log.Log} (L{ILog}): the Go
+L{kaf.engines.file.store.Store} (L{IEngine}) with L{kaf.engines.file.log.Log} (L{ILog}): the Go
 version's data folder, one file a log.  The contract of every operation is
 SPEC.md's, byte for byte; what is said here is how it is asked.
 

@@ -75,7 +75,7 @@ class Metrics:
     """
 
     def __init__(self, store: IEngine, syncing: Any = None) -> None:
-        """C{syncing}: the L{kaf.syncer.SyncProcesses} in use, if any."""
+        """C{syncing}: the L{kaf.engines.file.syncer.SyncProcesses} in use, if any."""
         self.store = store
         self.syncing = syncing
         self.requests: Dict[Tuple[bytes, int], int] = {}

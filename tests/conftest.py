@@ -12,7 +12,7 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
 from kaf import _format
-from kaf.logfile import LogFile
+from kaf.engines.file.logfile import LogFile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # Copies of the Go version's data folder and of hand-edited logs: the

@@ -21,7 +21,7 @@ from twisted.python import usage
 from conftest import sync_runner
 from kaf import http
 from kaf.accesslog import AccessLog, AccessLogService, escape
-from kaf.store import Store
+from kaf.engines.file.store import Store
 from kaf.tap import KafOptions
 from kaf.web import KafWeb, make_site
 from server import KafServer

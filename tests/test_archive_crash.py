@@ -12,9 +12,10 @@ from typing import Any, Dict, List
 
 import pytest
 
-from kaf import _format, logfile
-from kaf.logfile import LogFile
-from kaf.store import Store
+from kaf import _format
+from kaf.engines.file import logfile
+from kaf.engines.file.logfile import LogFile
+from kaf.engines.file.store import Store
 
 from conftest import sync_runner
 

@@ -21,7 +21,7 @@ from twisted.logger import globalLogPublisher
 
 from conftest import sync_runner
 from kaf import auth
-from kaf.store import Store
+from kaf.engines.file.store import Store
 from kaf.tap import AuthService, KafOptions, loopback_only, makeService
 from kaf.web import KafWeb
 from server import KafServer

@@ -21,7 +21,7 @@ from twisted.web.client import ResponseFailed
 from kaf import _format
 from kaf import client as kc
 from kaf.client import KafClient
-from kaf.store import Store
+from kaf.engines.file.store import Store
 from kaf.web import KafWeb
 
 from conftest import fired as _fired

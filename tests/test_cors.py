@@ -13,7 +13,7 @@ from twisted.python import usage
 from conftest import sync_runner
 from kaf import auth
 from kaf.cors import Cors, parse_origins
-from kaf.store import Store
+from kaf.engines.file.store import Store
 from kaf.tap import KafOptions
 from kaf.web import KafWeb
 from server import KafServer

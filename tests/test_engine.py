@@ -15,14 +15,16 @@ from zope.interface.verify import verifyObject
 
 from conftest import sync_runner
 from kaf.engine import EMPTY, IEngine, ILog, IPieces, Summary
-from kaf.logfile import Pieces
-from kaf.store import Store
+from kaf.engines.file.logfile import Pieces
+from kaf.engines.file.store import Store
 
 KAF = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "kaf")
 
 #: The modules of the file engine.
-FILE_ENGINE = {"kaf.store", "kaf.log", "kaf.logfile", "kaf.msgids", "kaf.openfiles",
-               "kaf.retention", "kaf.syncer", "kaf._syncer"}
+FILE_ENGINE = {"kaf.engines.file.store", "kaf.engines.file.log", "kaf.engines.file.logfile",
+               "kaf.engines.file.msgids", "kaf.engines.file.openfiles",
+               "kaf.engines.file.retention", "kaf.engines.file.syncer",
+               "kaf.engines.file._syncer"}
 #: Those that speak to an engine only through kaf.engine.
 THROUGH_THE_SEAM = ["web", "sse", "streamed", "stats", "metrics", "http", "auth", "cors",
                     "health", "console", "accesslog"]

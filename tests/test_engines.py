@@ -28,7 +28,7 @@ from twisted.internet.threads import deferToThread
 from conftest import sync_runner
 from nats_cluster import Cluster, server_binary
 from kaf import _format
-from kaf.store import Store
+from kaf.engines.file.store import Store
 from kaf.web import KafWeb, make_site
 
 MiB = 1 << 20

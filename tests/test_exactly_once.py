@@ -13,10 +13,10 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 
 from kaf import client as kc
-from kaf.log import Log
-from kaf.logfile import LogFile
-from kaf.msgids import SIDE, Dedupe, Duplicate
-from kaf.store import Store
+from kaf.engines.file.log import Log
+from kaf.engines.file.logfile import LogFile
+from kaf.engines.file.msgids import SIDE, Dedupe, Duplicate
+from kaf.engines.file.store import Store
 
 from conftest import sync_runner
 from test_client import FaultyTreq, Server

@@ -20,7 +20,7 @@ from typing import Iterator, List
 from server import KafServer
 from test_e2e import curl, data  # noqa: F401 (a fixture)
 
-from kaf.msgids import SIDE
+from kaf.engines.file.msgids import SIDE
 
 
 def children(pid: int) -> List[int]:

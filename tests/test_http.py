@@ -18,7 +18,7 @@ from twisted.internet.threads import deferToThread
 from conftest import sync_runner
 from server import KafServer, split_response
 from kaf import _format, http
-from kaf.store import Store
+from kaf.engines.file.store import Store
 from kaf.web import KafWeb, body_limit_for
 
 PARSERS: List[Any] = [pytest.param(http.PythonParser, id="python")]

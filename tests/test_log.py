@@ -21,8 +21,8 @@ from twisted.python.failure import Failure
 
 from kaf.errors import (ExpectMismatch, ShuttingDown, StorageFull, UnreadableLog,
                         WriteFailed)
-from kaf.log import BLOCKING_BYTES, Log, syncing_by
-from kaf.logfile import LogFile
+from kaf.engines.file.log import BLOCKING_BYTES, Log, syncing_by
+from kaf.engines.file.logfile import LogFile
 
 MIB = 1 << 20
 

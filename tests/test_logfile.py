@@ -1,5 +1,5 @@
 """
-Tests of L{kaf.logfile.LogFile} against real files: the disk format of
+Tests of L{kaf.engines.file.logfile.LogFile} against real files: the disk format of
 SPEC 4 (byte-identical to the Go version's), reads and reply planning
 (3.2), archives (3.3) and failed writes (7).  Hand-edited and damaged
 files (SPEC 6) are in test_recovery.py.
@@ -15,7 +15,7 @@ import pytest
 
 from kaf import _format
 from kaf.errors import WriteFailed
-from kaf.logfile import LogFile, Slice
+from kaf.engines.file.logfile import LogFile, Slice
 
 from conftest import put_messages as put
 from conftest import FIXTURES, copy_fixture

@@ -21,7 +21,7 @@ from conftest import sync_runner
 from kaf import auth
 from kaf.metrics import Histogram, Metrics
 from kaf.stats import Stats
-from kaf.store import Store
+from kaf.engines.file.store import Store
 from kaf.web import KafWeb, make_site
 from test_auth import OPS, READER, write_rules
 from server import KafServer

@@ -14,7 +14,7 @@ from twisted.internet.task import Clock
 
 from kaf import _format
 from kaf.errors import OutOfDescriptors, Repeats, StorageFull
-from kaf.store import Store
+from kaf.engines.file.store import Store
 from conftest import fired, sync_runner
 
 

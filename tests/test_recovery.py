@@ -1,5 +1,5 @@
 """
-SPEC 6 at the log-file level: how L{kaf.logfile.LogFile} reads hand-edited
+SPEC 6 at the log-file level: how L{kaf.engines.file.logfile.LogFile} reads hand-edited
 and damaged files (rules 1-6), and notices files changed by another
 program while it runs (rule 7).
 """
@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from kaf import _format
 from kaf.errors import UnreadableLog
-from kaf.logfile import LogFile
+from kaf.engines.file.logfile import LogFile
 
 from conftest import put_messages as put
 from conftest import copy_fixture

@@ -15,10 +15,10 @@ from twisted.internet.task import Clock
 from twisted.python.usage import UsageError
 
 from kaf import client as kc
-from kaf.retention import (DEFAULT_INTERVAL, Retention, RetentionService, Rule, archive_files,
-                           duration, parse_rule, size)
+from kaf.engines.file.retention import (DEFAULT_INTERVAL, Retention, RetentionService, Rule,
+                                        archive_files, duration, parse_rule, size)
 from kaf.stats import Stats
-from kaf.store import Store
+from kaf.engines.file.store import Store
 
 from conftest import sync_runner
 from test_log import outcome

@@ -12,7 +12,7 @@ from typing import Callable, List
 from server import KafServer
 from test_e2e import curl, data  # noqa: F401 (a fixture)
 
-from kaf.retention import DEFAULT_INTERVAL
+from kaf.engines.file.retention import DEFAULT_INTERVAL
 
 
 def archives(folder: str) -> List[str]:

@@ -13,7 +13,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from kaf.store import Store
+from kaf.engines.file.store import Store
 from kaf.http import REQUEST_DEADLINE
 from kaf.web import KafWeb, make_site
 

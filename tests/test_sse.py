@@ -18,8 +18,8 @@ from twisted.python.failure import Failure
 
 from conftest import sync_runner
 from kaf import sse
-from kaf.logfile import LogFile
-from kaf.store import Store
+from kaf.engines.file.logfile import LogFile
+from kaf.engines.file.store import Store
 from kaf.web import KafWeb, make_site
 
 

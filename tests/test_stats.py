@@ -17,7 +17,7 @@ from conftest import fired as result
 from conftest import sync_runner
 from kaf.errors import ExpectMismatch
 from kaf.stats import Stats, StatsService
-from kaf.store import Store
+from kaf.engines.file.store import Store
 
 INTERVAL = 300
 #: 2023-11-14T22:13:20Z

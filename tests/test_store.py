@@ -16,7 +16,7 @@ from twisted.internet.task import Clock
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
 from kaf.errors import InvalidName, ReservedName, UnreadableLog
-from kaf.store import Store, name_problem
+from kaf.engines.file.store import Store, name_problem
 from conftest import fired as result
 from conftest import FIXTURES, sync_runner
 

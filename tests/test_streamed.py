@@ -11,9 +11,9 @@ from twisted.internet.task import Clock
 
 from conftest import fired, sync_runner
 from kaf import _format, streamed
-from kaf.log import PIECES_BYTES, Log
-from kaf.logfile import Pieces
-from kaf.store import Store
+from kaf.engines.file.log import PIECES_BYTES, Log
+from kaf.engines.file.logfile import Pieces
+from kaf.engines.file.store import Store
 from test_sse import Connection, Server, SmallSocket, dechunk
 
 MESSAGES = [b"%04d" % (i,) + b"m" * 996 for i in range(1, 301)]

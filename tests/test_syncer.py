@@ -14,9 +14,9 @@ import pytest_twisted  # type: ignore[import-untyped]
 from twisted.internet import reactor
 
 from kaf.errors import OutOfDescriptors, WriteFailed
-from kaf.log import Log
-from kaf.logfile import LogFile
-from kaf.syncer import SyncProcess, SyncProcesses
+from kaf.engines.file.log import Log
+from kaf.engines.file.logfile import LogFile
+from kaf.engines.file.syncer import SyncProcess, SyncProcesses
 
 from conftest import sync_runner
 

@@ -28,7 +28,7 @@ from zope.interface import implementer
 
 from conftest import fired as _result
 from conftest import FIXTURES, sync_runner
-from kaf.store import Store
+from kaf.engines.file.store import Store
 from kaf.web import KafWeb, make_site
 
 TEXT = "text/plain; charset=utf-8"

@@ -4,7 +4,7 @@ a thread in the server.  On PyPy a sync thread cost the reactor thread
 GIL handoffs (futex calls) on every group commit; a process shares no
 GIL with it.
 
-Each process (kaf/_syncer.py) gets the log file's descriptor over a UNIX
+Each process (kaf/engines/file/_syncer.py) gets the log file's descriptor over a UNIX
 socket, fsyncs it (a duplicate descriptor flushes the same file) and
 answers in order; the reactor reads the answers like any connection's.
 """
@@ -21,8 +21,8 @@ from typing import Any, Callable, Deque, List, Optional
 from twisted.internet.defer import Deferred, fail
 from twisted.python.failure import Failure
 
-from kaf.log import Runner
-from kaf.logfile import LogFile
+from kaf.engines.file.log import Runner
+from kaf.engines.file.logfile import LogFile
 
 CHILD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_syncer.py")
 #: The process allocates almost nothing: PyPy's default nursery, not the
@@ -32,7 +32,7 @@ CHILD_ENV = {k: v for k, v in os.environ.items() if k != "PYPY_GC_NURSERY"}
 
 class SyncProcesses:
     """
-    A syncer for L{kaf.log.Log}: C{(file, undo_to) -> Deferred} that fires
+    A syncer for L{kaf.engines.file.log.Log}: C{(file, undo_to) -> Deferred} that fires
     once the file's bytes are on disk, or fails as L{LogFile.sync} does,
     with the file cut back to C{undo_to} (on C{blocking}: that fsyncs too).
 

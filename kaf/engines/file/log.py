@@ -28,9 +28,9 @@ from kaf import _format
 from kaf.errors import (KafError, DedupeFull, ExpectMismatch, OutOfDescriptors, ShuttingDown,
                         UnreadableLog, WriteFailed)
 from kaf.engine import EMPTY, ILog, Reply, Summary
-from kaf.logfile import NO_DESCRIPTOR_LEFT, NO_DESCRIPTORS, LogFile, Slice
-from kaf.msgids import SIDE, Dedupe, Duplicate, MsgIds, line as id_line
-from kaf.openfiles import OpenFiles
+from kaf.engines.file.logfile import NO_DESCRIPTOR_LEFT, NO_DESCRIPTORS, LogFile, Slice
+from kaf.engines.file.msgids import SIDE, Dedupe, Duplicate, MsgIds, line as id_line
+from kaf.engines.file.openfiles import OpenFiles
 
 #: Runs a blocking callable off the reactor thread: f, *args -> Deferred.
 Runner = Callable[..., "Deferred[Any]"]
@@ -423,7 +423,7 @@ class Log:
         """
         The write of puts with new message ids: the records to the log file,
         then the ids' lines to its side file, both synced before anything is
-        answered; when either fails, both are cut back (kaf.msgids tells
+        answered; when either fails, both are cut back (kaf.engines.file.msgids tells
         the crash ordering).  The side file is open only during the write,
         counted among the open files.
         """

@@ -36,8 +36,8 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from kaf import _format
-from kaf.log import Log, Runner
-from kaf.store import Store
+from kaf.engines.file.log import Log, Runner
+from kaf.engines.file.store import Store
 
 _DURATION = re.compile(r"(\d{1,9}(?:\.\d{1,6})?)([smhd]?)\Z")
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -41,12 +41,12 @@ import re
 from collections import OrderedDict
 from typing import TYPE_CHECKING, List, Optional, Set, Tuple
 
-from kaf.logfile import NO_DESCRIPTORS, NO_DESCRIPTOR_LEFT, _write_error, fsync_dir
+from kaf.engines.file.logfile import NO_DESCRIPTORS, NO_DESCRIPTOR_LEFT, _write_error, fsync_dir
 from kaf.engine import Duplicate, check_id  # noqa: F401 (part of this module's API)
 from kaf.errors import OutOfDescriptors
 
 if TYPE_CHECKING:
-    from kaf.log import Log
+    from kaf.engines.file.log import Log
 
 SIDE = ".%s.ids"
 SIDE_TMP = ".%s.ids-tmp"
@@ -229,7 +229,7 @@ class MsgIds:
             self.sync_failed(undo_to, e)
 
     def sync_failed(self, undo_to: int, e: OSError) -> None:
-        """As L{kaf.logfile.LogFile.sync_failed}: cut back, raise."""
+        """As L{kaf.engines.file.logfile.LogFile.sync_failed}: cut back, raise."""
         self.cut_back(undo_to)
         raise _write_error(e)
 

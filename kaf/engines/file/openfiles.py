@@ -11,7 +11,7 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from kaf.log import Log
+    from kaf.engines.file.log import Log
 
 #: Descriptors kept for Kaf itself: listening sockets, the fsync helpers
 #: and the pipes that start them, the thread pool's duplicates for large

@@ -18,13 +18,13 @@ from twisted.logger import Logger
 
 from zope.interface import implementer
 
-from kaf import logfile, msgids
+from kaf.engines.file import logfile, msgids
 from kaf.engine import IEngine
 from kaf.errors import InvalidName, ReservedName
-from kaf.log import Log, Runner, Syncer
-from kaf.logfile import LogFile
-from kaf.msgids import Dedupe
-from kaf.openfiles import OpenFiles, default_limit
+from kaf.engines.file.log import Log, Runner, Syncer
+from kaf.engines.file.logfile import LogFile
+from kaf.engines.file.msgids import Dedupe
+from kaf.engines.file.openfiles import OpenFiles, default_limit
 
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,200}\Z")
 _TMP = re.compile(r"\.(.+)\.(?:archive-tmp|new)\Z")
