@@ -2,7 +2,7 @@
 The parser floor: the least a Twisted server can do for a put, with the
 parser Kaf's HTTP server uses.  A bare Protocol that parses requests with
 httptools (llhttp) -- or, where httptools does not load (PyPy), with
-kaf.http's pure-Python parser -- appends each POST body to one file per
+kaf.api.http's pure-Python parser -- appends each POST body to one file per
 log (no fsync, no routing, no request object) and answers that log's
 count in one write.  Any GET answers ``ok``.
 
@@ -23,7 +23,7 @@ try:
 
     make_parser: Any = httptools.HttpRequestParser
 except ImportError:
-    from kaf.http import PythonParser as make_parser
+    from kaf.api.http import PythonParser as make_parser
 
 
 class Folder:

@@ -2,8 +2,8 @@
 The storage-engine seam: what the HTTP layer, the C{_kaf} stats and the
 metrics ask of the place where logs live, and the values that cross it.
 
-The web layer (L{kaf.web}, L{kaf.sse}, L{kaf.streamed}), L{kaf.stats} and
-L{kaf.metrics} import this module, never an engine's; an engine imports
+The web layer (L{kaf.api.web}, L{kaf.api.sse}, L{kaf.api.streamed}), L{kaf.stats} and
+L{kaf.api.metrics} import this module, never an engine's; an engine imports
 this module and declares what it implements.  The file engine is
 L{kaf.engines.file.store.Store} (L{IEngine}) with L{kaf.engines.file.log.Log} (L{ILog}): the Go
 version's data folder, one file a log.  The contract of every operation is

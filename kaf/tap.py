@@ -23,18 +23,18 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
 
-from kaf.accesslog import AccessLog, AccessLogService
-from kaf.auth import Auth, AuthFileError
-from kaf.cors import Cors, CorsOptionError, parse_origins
-from kaf.health import Readiness
+from kaf.api.accesslog import AccessLog, AccessLogService
+from kaf.api.auth import Auth, AuthFileError
+from kaf.api.cors import Cors, CorsOptionError, parse_origins
+from kaf.api.health import Readiness
 from kaf.engines.file.log import Runner
 from kaf.engines.file.msgids import DEFAULT_MAX_IDS, Dedupe
 from kaf.engines.file.retention import Retention, RetentionService, duration, parse_rule
-from kaf.metrics import Metrics
+from kaf.api.metrics import Metrics
 from kaf.stats import Stats, StatsService
 from kaf.engines.file.store import Store
 from kaf.engines.file.syncer import SyncProcesses
-from kaf.web import KafWeb, make_site
+from kaf.api.web import KafWeb, make_site
 
 _ADDR = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\[\]]*)):(?P<port>\d{1,5})\Z")
 

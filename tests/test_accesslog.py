@@ -1,6 +1,6 @@
 """
 C{--access-log FILE}: a combined-format line per request answered, over a
-real socket (kaf.http serving Kaf's routes) and through the real server
+real socket (kaf.api.http serving Kaf's routes) and through the real server
 (written at shutdown, opened again on SIGHUP).
 """
 from __future__ import annotations
@@ -19,11 +19,11 @@ from twisted.internet.threads import deferToThread
 from twisted.python import usage
 
 from conftest import sync_runner
-from kaf import http
-from kaf.accesslog import AccessLog, AccessLogService, escape
+from kaf.api import http
+from kaf.api.accesslog import AccessLog, AccessLogService, escape
 from kaf.engines.file.store import Store
 from kaf.tap import KafOptions
-from kaf.web import KafWeb, make_site
+from kaf.api.web import KafWeb, make_site
 from server import KafServer
 from test_e2e import curl, data  # noqa: F401 (a fixture)
 

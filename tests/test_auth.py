@@ -20,10 +20,10 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import globalLogPublisher
 
 from conftest import sync_runner
-from kaf import auth
+from kaf.api import auth
 from kaf.engines.file.store import Store
 from kaf.tap import AuthService, KafOptions, loopback_only, makeService
-from kaf.web import KafWeb
+from kaf.api.web import KafWeb
 from server import KafServer
 from test_web import Answer, _result
 

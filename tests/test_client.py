@@ -22,7 +22,7 @@ from kaf import _format
 from kaf import client as kc
 from kaf.client import KafClient
 from kaf.engines.file.store import Store
-from kaf.web import KafWeb
+from kaf.api.web import KafWeb
 
 from conftest import fired as _fired
 from conftest import copy_fixture, sync_runner

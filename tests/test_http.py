@@ -1,5 +1,5 @@
 """
-Kaf's HTTP/1.1 server (kaf.http) over a real socket, byte by byte: each
+Kaf's HTTP/1.1 server (kaf.api.http) over a real socket, byte by byte: each
 case is run with each parser (httptools where it is installed, and the
 pure-Python one), serving Kaf's routes over a real store.
 """
@@ -17,9 +17,10 @@ from twisted.internet.threads import deferToThread
 
 from conftest import sync_runner
 from server import KafServer, split_response
-from kaf import _format, http
+from kaf import _format
+from kaf.api import http
 from kaf.engines.file.store import Store
-from kaf.web import KafWeb, body_limit_for
+from kaf.api.web import KafWeb, body_limit_for
 
 PARSERS: List[Any] = [pytest.param(http.PythonParser, id="python")]
 try:

@@ -18,11 +18,11 @@ from treq.testing import RequestTraversalAgent, StubTreq
 from twisted.internet.task import Clock
 
 from conftest import sync_runner
-from kaf import auth
-from kaf.metrics import Histogram, Metrics
+from kaf.api import auth
+from kaf.api.metrics import Histogram, Metrics
 from kaf.stats import Stats
 from kaf.engines.file.store import Store
-from kaf.web import KafWeb, make_site
+from kaf.api.web import KafWeb, make_site
 from test_auth import OPS, READER, write_rules
 from server import KafServer
 from test_e2e import curl, data  # noqa: F401 (a fixture)
@@ -180,7 +180,7 @@ def test_metrics_are_granted_like_a_log_named_slash_metrics(tmp_path: Any, clock
 # -- through Kaf's own HTTP server ------------------------------------------------------
 
 class Served:
-    """Kaf's routes through make_site (kaf.http), in memory."""
+    """Kaf's routes through make_site (kaf.api.http), in memory."""
 
     def __init__(self, kaf: Kaf) -> None:
         self.agent = RequestTraversalAgent(kaf.web.resource())

@@ -14,8 +14,8 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from kaf.engines.file.store import Store
-from kaf.http import REQUEST_DEADLINE
-from kaf.web import KafWeb, make_site
+from kaf.api.http import REQUEST_DEADLINE
+from kaf.api.web import KafWeb, make_site
 
 from conftest import sync_runner
 

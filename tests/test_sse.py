@@ -17,10 +17,10 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from conftest import sync_runner
-from kaf import sse
+from kaf.api import sse
 from kaf.engines.file.logfile import LogFile
 from kaf.engines.file.store import Store
-from kaf.web import KafWeb, make_site
+from kaf.api.web import KafWeb, make_site
 
 
 def parse(stream: bytes) -> List[Tuple[Optional[str], str, str]]:

@@ -10,7 +10,8 @@ from typing import Any, List
 from twisted.internet.task import Clock
 
 from conftest import fired, sync_runner
-from kaf import _format, streamed
+from kaf import _format
+from kaf.api import streamed
 from kaf.engines.file.log import PIECES_BYTES, Log
 from kaf.engines.file.logfile import Pieces
 from kaf.engines.file.store import Store

@@ -4,7 +4,7 @@ C{treq.testing.StubTreq}: a real Klein resource over a real store in a
 temporary data folder, time from a C{task.Clock}, blocking work run at once.
 
 The body limits of the Site (SPEC 3.1) are tested at the end through
-C{kaf.web.make_site}, in memory as well.
+C{kaf.api.web.make_site}, in memory as well.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from zope.interface import implementer
 from conftest import fired as _result
 from conftest import FIXTURES, sync_runner
 from kaf.engines.file.store import Store
-from kaf.web import KafWeb, make_site
+from kaf.api.web import KafWeb, make_site
 
 TEXT = "text/plain; charset=utf-8"
 OCTETS = "application/octet-stream"

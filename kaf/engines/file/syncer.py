@@ -49,7 +49,7 @@ class SyncProcesses:
         #: replaced by a new one when next needed).
         self.started = 0
         self.lost = 0
-        #: Called with each fsync's seconds, when set (see kaf.metrics).
+        #: Called with each fsync's seconds, when set (see kaf.api.metrics).
         self.timed: Optional[Callable[[float], None]] = None
 
     @property

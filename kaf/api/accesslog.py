@@ -43,7 +43,7 @@ def escape(value: Optional[bytes]) -> bytes:
 class AccessLog:
     """
     The combined-format lines of the requests answered; L{request_done} is
-    an L{kaf.http.HTTPFactory} watcher.
+    an L{kaf.api.http.HTTPFactory} watcher.
     """
 
     log = Logger()

@@ -89,7 +89,7 @@ class Metrics:
         self.registry.register(KafCollector(self))
 
     def request_done(self, request: Any) -> None:
-        """Count a request whose reply is whole (a watcher of kaf.http)."""
+        """Count a request whose reply is whole (a watcher of kaf.api.http)."""
         path = request.path
         # The route is the path's first segment: /put/orders -> put.
         end = path.find(b"/", 1)

@@ -3,7 +3,7 @@ The HTTP API (SPEC section 3): Klein routes that parse a request, call the
 store and log services, and render the reply; domain errors become HTTP
 statuses in one place.  No file access here.
 
-Also each request's body limit, which kaf.http enforces before it reads
+Also each request's body limit, which kaf.api.http enforces before it reads
 the body.
 """
 from __future__ import annotations
@@ -25,16 +25,17 @@ from twisted.web.iweb import IRequest
 from twisted.web.server import NOT_DONE_YET
 from werkzeug.exceptions import NotFound
 
-from kaf import _format, console, sse
-from kaf.auth import LOGS, METRICS, Auth, Refused
-from kaf.cors import Cors
-from kaf.health import Readiness
-from kaf.http import HTTPFactory
+from kaf import _format
+from kaf.api import console, sse
+from kaf.api.auth import LOGS, METRICS, Auth, Refused
+from kaf.api.cors import Cors
+from kaf.api.health import Readiness
+from kaf.api.http import HTTPFactory
 from kaf.errors import (BadRequest, ExpectMismatch, KafError, MessageTooLarge, Repeats,
                         UnknownLog)
 from kaf.engine import EMPTY as _EMPTY, Duplicate, IEngine, ILog, Reply, check_id
-from kaf.metrics import CONTENT_TYPE as METRICS_TYPE, Metrics
-from kaf.streamed import PiecesProducer
+from kaf.api.metrics import CONTENT_TYPE as METRICS_TYPE, Metrics
+from kaf.api.streamed import PiecesProducer
 
 # Send Kaf's headers spelled as SPEC.md spells them (HTTP names are
 # case-insensitive; this is for people reading `curl -i`).
