@@ -1,15 +1,14 @@
 """
-The storage-engine seam (kaf.engine): the file engine provides it, and the
-HTTP layer, the stats and the metrics import the seam, never the file
-engine's modules, so another engine can stand behind them.
+The storage-engine seam (kaf.engine): the file engine provides it. That the
+HTTP layer, the stats and the metrics import the seam and never an engine's
+modules, so that another engine can stand behind them, tests/test_layout.py
+checks.
 """
 from __future__ import annotations
 
-import ast
 import os
-from typing import Any, Set
+from typing import Any
 
-import pytest
 from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
@@ -17,39 +16,6 @@ from conftest import sync_runner
 from kaf.engine import EMPTY, IEngine, ILog, IPieces, Summary
 from kaf.engines.file.logfile import Pieces
 from kaf.engines.file.store import Store
-
-KAF = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "kaf")
-
-#: The modules of the file engine.
-FILE_ENGINE = {"kaf.engines.file.store", "kaf.engines.file.log", "kaf.engines.file.logfile",
-               "kaf.engines.file.msgids", "kaf.engines.file.openfiles",
-               "kaf.engines.file.retention", "kaf.engines.file.syncer",
-               "kaf.engines.file._syncer"}
-#: Those that speak to an engine only through kaf.engine.
-THROUGH_THE_SEAM = ["api/web", "api/sse", "api/streamed", "stats", "api/metrics", "api/http",
-                    "api/auth", "api/cors", "api/health", "api/console", "api/accesslog"]
-
-
-def imports(module: str) -> Set[str]:
-    with open(os.path.join(KAF, module + ".py"), encoding="utf-8") as f:
-        tree = ast.parse(f.read())
-    found: Set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            found.add(node.module)
-            found.update("%s.%s" % (node.module, a.name) for a in node.names)
-        elif isinstance(node, ast.Import):
-            found.update(a.name for a in node.names)
-    return found
-
-
-@pytest.mark.parametrize("module", THROUGH_THE_SEAM)
-def test_the_http_layer_stats_and_metrics_import_no_file_engine_module(module: str) -> None:
-    assert not imports(module) & FILE_ENGINE
-
-
-def test_the_seam_imports_no_engine() -> None:
-    assert not imports("engine") & FILE_ENGINE
 
 
 def test_the_file_engine_provides_the_seam(tmp_path: Any, clock: Clock) -> None:
