@@ -2,12 +2,15 @@
 The storage-engine seam: what the HTTP layer, the C{_kaf} stats and the
 metrics ask of the place where logs live, and the values that cross it.
 
-The web layer (L{kaf.api.web}, L{kaf.api.sse}, L{kaf.api.streamed}), L{kaf.stats} and
-L{kaf.api.metrics} import this module, never an engine's; an engine imports
-this module and declares what it implements.  The file engine is
-L{kaf.engines.file.store.Store} (L{IEngine}) with L{kaf.engines.file.log.Log} (L{ILog}): the Go
-version's data folder, one file a log.  The contract of every operation is
-SPEC.md's, byte for byte; what is said here is how it is asked.
+The HTTP layer (the package L{kaf.api}: L{kaf.api.web}, L{kaf.api.sse},
+L{kaf.api.streamed}, L{kaf.api.metrics}) and L{kaf.stats} import this
+module, never an engine's; an engine, under L{kaf.engines}, imports this
+module and declares what it implements, and nothing of L{kaf.api}.  Only
+L{kaf.tap} wires the two together (tests/test_layout.py keeps the arrows
+one way).  The file engine is L{kaf.engines.file.store.Store}
+(L{IEngine}) with L{kaf.engines.file.log.Log} (L{ILog}): the Go version's
+data folder, one file a log.  The contract of every operation is SPEC.md's,
+byte for byte; what is said here is how it is asked.
 
 Values that cross the seam are plain: a L{Slice} of canonical records and
 its numbers, a L{Reply}, a L{Duplicate} number, L{Summary} of a log.

@@ -1,5 +1,5 @@
 """
-The log service (kaf/log.py): group commit, numbering, expect, batches,
+The log service (kaf/engines/file/log.py): group commit, numbering, expect, batches,
 failed writes, reads, long-poll waiters, close and archive serialization
 (SPEC 3, 5, 7).  Blocking work goes through a runner the tests hold and
 release by hand, and time is a task.Clock.

@@ -1,5 +1,5 @@
 """
-The store (kaf/store.py): loading a data folder, including one written by
+The store (kaf/engines/file/store.py): loading a data folder, including one written by
 the Go version, log names (SPEC 2), what load ignores or tidies, and
 finding and creating logs.
 """

@@ -1,5 +1,5 @@
 """
-fsyncs in helper processes (kaf/syncer.py): real processes, a real reactor.
+fsyncs in helper processes (kaf/engines/file/syncer.py): real processes, a real reactor.
 """
 from __future__ import annotations
 

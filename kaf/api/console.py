@@ -1,5 +1,5 @@
 """
-The web console's files (C{kaf/console/}, shipped as package data): what
+The web console's files (C{kaf/api/console/}, shipped as package data): what
 C{/console} serves, read once, with their content types.  No file access
 per request, and only these names: nothing else of the disk is reachable.
 """

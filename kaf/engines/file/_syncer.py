@@ -1,5 +1,5 @@
 """
-The loop of an fsync process (kaf/syncer.py starts it): standard library
+The loop of an fsync process (syncer.py beside it starts it): standard library
 only, so that it starts fast and small.
 
     python -I -S _syncer.py FD
