@@ -9,8 +9,10 @@ module and declares what it implements, and nothing of L{kaf.api}.  Only
 L{kaf.tap} wires the two together (tests/test_layout.py keeps the arrows
 one way).  The file engine is L{kaf.engines.file.store.Store}
 (L{IEngine}) with L{kaf.engines.file.log.Log} (L{ILog}): the Go version's
-data folder, one file a log.  The contract of every operation is SPEC.md's,
-byte for byte; what is said here is how it is asked.
+data folder, one file a log; the NATS JetStream engine is
+L{kaf.engines.nats.engine.NatsEngine}, one stream a log.  The contract of
+every operation is SPEC.md's, byte for byte; what is said here is how it
+is asked.
 
 Values that cross the seam are plain: a L{Slice} of canonical records and
 its numbers, a L{Reply}, a L{Duplicate} number, L{Summary} of a log.

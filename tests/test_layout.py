@@ -3,7 +3,8 @@ The package layout shows the storage-engine seam, and the imports keep to
 it: web -> engine interface <- engines.
 
   - kaf/api/ (the HTTP layer) imports nothing of kaf.engines;
-  - kaf/engines/ (the storage engines) import nothing of kaf.api;
+  - kaf/engines/ (the storage engines) import nothing of kaf.api, and no
+    engine imports another;
   - kaf/engine.py (the seam), kaf/errors.py and kaf/_format.py import
     neither, and kaf/stats.py speaks only to the seam;
   - kaf/tap.py is the wiring and imports both.
@@ -25,10 +26,16 @@ KAF = os.path.join(REPO, "kaf")
 API = "kaf.api"
 ENGINES = "kaf.engines"
 
+#: Each engine's package, which imports no other engine's.
+ENGINE_PACKAGES = sorted(
+    "%s.%s" % (ENGINES, name) for name in os.listdir(os.path.join(KAF, "engines"))
+    if os.path.isfile(os.path.join(KAF, "engines", name, "__init__.py")))
+
 #: (modules, what they must not import): by dotted prefix.
 RULES = [
     (API, ENGINES),
     (ENGINES, API),
+] + [(one, other) for one in ENGINE_PACKAGES for other in ENGINE_PACKAGES if one != other] + [
     ("kaf.engine", ENGINES), ("kaf.engine", API),
     ("kaf.errors", ENGINES), ("kaf.errors", API),
     ("kaf._format", ENGINES), ("kaf._format", API),
@@ -101,7 +108,7 @@ def test_the_layout_has_the_http_layer_the_seam_and_the_file_engine() -> None:
     names = {name for name, _ in MODULES}
     assert {"kaf.engine", "kaf.api", "kaf.api.web", "kaf.api.http", "kaf.engines",
             "kaf.engines.file", "kaf.engines.file.store", "kaf.engines.file.log",
-            "kaf.tap", "kaf.stats"} <= names
+            "kaf.engines.nats", "kaf.engines.nats.engine", "kaf.tap", "kaf.stats"} <= names
     # The HTTP layer and the file engine are in their packages, none left flat.
     flat = {name for name in names if name.count(".") == 1}
     assert not flat & {"kaf.web", "kaf.http", "kaf.sse", "kaf.store", "kaf.log", "kaf.logfile"}
@@ -131,6 +138,8 @@ def test_the_wiring_imports_both_sides() -> None:
     ("kaf.api.web", "from ..engines.file import log\n", "kaf.engines.file"),
     ("kaf.engines.file.log", "from kaf.api.metrics import Metrics\n", "kaf.api.metrics"),
     ("kaf.engines.file.log", "from ...api import sse\n", "kaf.api"),
+    ("kaf.engines.nats.engine", "from kaf.engines.file.log import Log\n", "kaf.engines.file.log"),
+    ("kaf.engines.file.store", "from ..nats import names\n", "kaf.engines.nats"),
     ("kaf.engine", "from kaf.engines.file.store import Store\n", "kaf.engines.file.store"),
     ("kaf.stats", "from kaf.api.metrics import Metrics\n", "kaf.api.metrics"),
 ])

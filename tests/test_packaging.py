@@ -48,6 +48,7 @@ def test_the_wheel_holds_the_package_and_the_twistd_plugin(tmp_path: Any) -> Non
     assert {"twisted/plugins/kaf_plugin.py", "kaf/__main__.py", "kaf/tap.py"} <= names
     # The subpackages, the syncer's child script and the console's static files.
     assert {"kaf/api/web.py", "kaf/engines/file/store.py", "kaf/engines/file/_syncer.py",
+            "kaf/engines/nats/engine.py", "kaf/engines/nats/bridge.py",
             "kaf/api/console/index.html", "kaf/api/console/console.js",
             "kaf/api/console/console.css"} <= names
     assert "twisted/__init__.py" not in names and "twisted/plugins/__init__.py" not in names
