@@ -19,31 +19,15 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from kaf.engines.file import logfile, msgids
-from kaf.engine import IEngine
+from kaf.engine import IEngine, name_problem
 from kaf.errors import InvalidName, ReservedName
 from kaf.engines.file.log import Log, Runner, Syncer
 from kaf.engines.file.logfile import LogFile
 from kaf.engines.file.msgids import Dedupe
 from kaf.engines.file.openfiles import OpenFiles, default_limit
 
-_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,200}\Z")
 _TMP = re.compile(r"\.(.+)\.(?:archive-tmp|new)\Z")
 _IDS_TMP = re.compile(r"\.(.+)\.ids-tmp\Z")
-
-
-def name_problem(name: str) -> Optional[str]:
-    """Why C{name} is not a log name (SPEC 2), or None."""
-    if name == "":
-        return "empty log name"
-    if len(name) > 200:
-        return "log name longer than 200 characters"
-    if not _NAME.match(name):
-        return "log name may only hold A-Z a-z 0-9 _ . -"
-    if name.startswith("."):
-        return "log name may not begin with '.'"
-    if name.startswith("--"):
-        return "log name may not begin with '--'"
-    return None
 
 
 @implementer(IEngine)
