@@ -7,6 +7,10 @@ One hop each way (C{call_soon_threadsafe} in, C{callFromThread} out) costs
 a few microseconds, a small part of a JetStream round trip; in exchange the
 reactor stays the one Kaf chooses (epoll by default), the file engine's put
 path is untouched, and the engine works under any reactor, tests included.
+
+Under Twisted's asyncio reactor (C{twistd -r asyncio kaf --store ...}) the
+bridge uses the reactor's own loop instead: no thread and no hop.  Which
+costs less is measured in benchmarks/engines.py (see README.rst).
 """
 from __future__ import annotations
 
@@ -23,11 +27,17 @@ class Bridge:
 
     def __init__(self, reactor: Any) -> None:
         self._reactor = reactor
-        self.loop = asyncio.new_event_loop()
+        shared = getattr(reactor, "_asyncioEventloop", None)
+        #: True when the reactor runs on this loop (the asyncio reactor).
+        self.shared = shared is not None
+        self.loop = shared if shared is not None else asyncio.new_event_loop()
         self._thread: Optional[threading.Thread] = None
 
+    def describe(self) -> str:
+        return "the reactor's asyncio loop" if self.shared else "an asyncio loop in a thread"
+
     def start(self) -> None:
-        if self._thread is None:
+        if self._thread is None and not self.shared:
             self._thread = threading.Thread(target=self._run, name="kaf-nats", daemon=True)
             self._thread.start()
 
@@ -40,6 +50,8 @@ class Bridge:
         A Deferred of the result of the coroutine C{make()} run on the loop:
         fired (or failed) in the reactor thread.
         """
+        if self.shared:
+            return Deferred.fromFuture(asyncio.ensure_future(make(), loop=self.loop))
         d: "Deferred[Any]" = Deferred()
         reactor = self._reactor
 
@@ -66,6 +78,9 @@ class Bridge:
 
     def wait(self, make: Callable[[], Awaitable[Any]], timeout: float) -> Any:
         """Run C{make()} on the loop and block this thread for its result (start-up only)."""
+        if self.shared:
+            # Before the reactor runs: the loop is ours to run until done.
+            return self.loop.run_until_complete(asyncio.wait_for(make(), timeout))
         return asyncio.run_coroutine_threadsafe(make(), self.loop).result(timeout)
 
     def stop(self) -> None:

@@ -819,7 +819,8 @@ class NatsEngine:
         self._events: List[str] = []
 
     def describe(self) -> str:
-        return "NATS JetStream at %s (R%d)" % (",".join(self.urls), self.replicas)
+        return "NATS JetStream at %s (R%d), its client on %s" % (
+            ",".join(self.urls), self.replicas, self.bridge.describe())
 
     # -- start and stop -------------------------------------------------------
 
