@@ -152,3 +152,65 @@ def test_a_cluster_that_is_not_there_stops_start_up_with_one_line(tmp_path: Any)
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("kaf: --store: cannot use the NATS cluster at nats://127.0.0.1:%d"
                                % (port,)), lines[0]
+
+
+def consumer_host(cluster: Cluster, stream: str) -> Optional[int]:
+    """The server that leads the (only) consumer of C{stream}."""
+    for i, node in enumerate(cluster.nodes):
+        if not node.running():
+            continue
+        jsz = cluster.jsz(i, "?consumers=true")
+        for acc in (jsz or {}).get("account_details") or ():
+            for detail in acc.get("stream_detail") or ():
+                if detail.get("name") != stream:
+                    continue
+                for consumer in detail.get("consumer_detail") or ():
+                    leader = (consumer.get("cluster") or {}).get("leader")
+                    if leader is not None:
+                        return cluster.index_of(leader)
+    return None
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_long_poll_still_wakes_after_its_consumer_s_server_is_killed(tmp_path: Any) -> Any:
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    lines: List[str] = []
+
+    def observe(event: Dict[str, Any]) -> None:
+        lines.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
+    cluster = Cluster(tmp_path / "nats")
+    a, b = Front(nats_engine(cluster)), Front(nats_engine(cluster))
+    try:
+        name = fresh()
+        r = yield treq.post(b.url + "/put/" + name, b"one", timeout=10)
+        assert r.code == 200
+        # A long poll on A, through the engine (as the web layer asks it).
+        log = a.engine.get_or_create(name)
+        woken = log.wait(2, 60)
+        while log._watch is None:  # its consumer is being made
+            yield log._watching
+        host = yield deferToThread(consumer_host, cluster, log.stream)
+        assert host is not None
+        yield deferToThread(cluster.kill, host)
+        killed_at = time.monotonic()
+        # Put through the other front end until the cluster takes it again.
+        while True:
+            r = yield treq.post(b.url + "/put/" + name, b"two", timeout=10,
+                                headers={"Kaf-Msg-Id": "two"})
+            if r.code == 200:
+                break
+            assert r.code == 503
+        yield woken
+        assert time.monotonic() - killed_at < 40
+        # Woken by a consumer made again once the first went silent.
+        assert [line for line in lines if "its wait consumer went silent" in line]
+        r = yield treq.get(a.url + "/get/%s?from=2&format=raw" % (name,), timeout=10)
+        assert (yield treq.content(r)) == b"two\n"
+    finally:
+        globalLogPublisher.removeObserver(observe)
+        yield a.close()
+        yield b.close()
+        cluster.stop()

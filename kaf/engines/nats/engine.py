@@ -60,6 +60,10 @@ BATCH_DUPLICATE_ID = 10201
 #: Seconds an operation may take, retries included, before Kaf answers 503.
 DEFAULT_TIMEOUT = 1.8
 
+#: Seconds between a wait consumer's heartbeats while the log is idle; a
+#: consumer unheard of for three of them (its server went away) is made again.
+HEARTBEAT = 5.0
+
 #: Seconds one request may wait for its answer before it is sent again.
 ATTEMPT = 0.6
 
@@ -322,11 +326,13 @@ class _Client:
             return None
         return msg
 
-    async def watch(self, stream: str, start: int,
-                    on_seq: Callable[[int], None]) -> Tuple[Any, str]:
+    async def watch(self, stream: str, start: int, on_seq: Callable[[int], None],
+                    on_alive: Callable[[], None]) -> Tuple[Any, str]:
         """
         A headers-only push consumer of C{stream} from C{start}: C{on_seq} is
-        called (in the loop thread) with each new message's number.
+        called (in the loop thread) with each new message's number, and
+        C{on_alive} with each of the server's idle heartbeats (every
+        L{HEARTBEAT} seconds without a message).
         """
         nc = self.nc
         inbox = nc.new_inbox()
@@ -339,14 +345,17 @@ class _Client:
                 # (or with a domain and account hash: 12 tokens)
                 seq = int(tokens[5] if len(tokens) == 9 else tokens[-4])
                 on_seq(seq)
-            elif msg.headers and msg.headers.get("Status") == "100" and msg.reply:
-                await nc.publish(msg.reply, b"")  # flow control
+            elif msg.headers and msg.headers.get("Status") == "100":
+                if msg.reply:
+                    await nc.publish(msg.reply, b"")  # flow control
+                on_alive()
 
         sub = await nc.subscribe(inbox, cb=got)
         config = {"deliver_subject": inbox, "deliver_policy": "by_start_sequence",
                   "opt_start_seq": start, "ack_policy": "none", "headers_only": True,
                   "mem_storage": True, "num_replicas": 1,
                   "inactive_threshold": int(30e9), "max_deliver": 1,
+                  "idle_heartbeat": int(HEARTBEAT * 1e9),
                   "replay_policy": "instant"}
         try:
             reply = await self.api("$JS.API.CONSUMER.CREATE." + stream,
@@ -413,6 +422,9 @@ class NatsLog:
         self._watch_from = 0
         self._seen = 0
         self._unwatch_timer: Any = None
+        #: When the consumer was last heard of, and the timer that checks it.
+        self._heard = 0.0
+        self._checking: Any = None
 
     # -- what the web layer and the stats read --------------------------------
 
@@ -648,6 +660,11 @@ class NatsLog:
     # -- waits ----------------------------------------------------------------
 
     def wait(self, from_num: int, timeout: Optional[float]) -> "Deferred[None]":
+        # The waits on one log share one consumer: a log object made for
+        # one request hands its wait to the log the engine keeps.
+        owner = self.engine._logs.setdefault(self.name, self)
+        if owner is not self:
+            return owner.wait(from_num, timeout)
         if self.engine.closing or (self._watch is not None and self._seen >= from_num):
             return succeed(None)
 
@@ -690,7 +707,9 @@ class NatsLog:
         self._drop(waiter)
         waiter.d.callback(None)
 
-    def _wake(self, seq: int) -> None:
+    def _wake(self, seq: int, heard: bool = False) -> None:
+        if heard:
+            self._heard = self.clock.seconds()
         if seq > self._seen and self._watch is not None:
             self._seen = seq
         for w in [w for w in self._waiters if w.from_num <= seq]:
@@ -702,7 +721,10 @@ class NatsLog:
         reactor = self.clock
 
         def on_seq(seq: int) -> None:  # loop thread
-            reactor.callFromThread(self._wake, seq)
+            reactor.callFromThread(self._wake, seq, True)
+
+        def on_alive() -> None:  # loop thread
+            reactor.callFromThread(self._alive)
 
         def started(watch: Tuple[Any, str]) -> None:
             self._watching = None
@@ -711,6 +733,9 @@ class NatsLog:
                 return
             self._watch = watch
             self._watch_from = from_num
+            self._heard = reactor.seconds()
+            if self._checking is None or not self._checking.active():
+                self._checking = reactor.callLater(HEARTBEAT, self._check_watch)
 
         def failed(f: Failure) -> None:
             # No stream yet (a wait for a log's first message), or the
@@ -722,8 +747,30 @@ class NatsLog:
                 self._watching = Deferred()
                 reactor.callLater(0.25, self._retry_watch, first)
 
-        self._watching = engine.call(lambda c: c.watch(stream, from_num, on_seq), "wait")
+        self._watching = engine.call(lambda c: c.watch(stream, from_num, on_seq, on_alive),
+                                     "wait")
         self._watching.addCallbacks(started, failed)
+
+    def _alive(self) -> None:
+        self._heard = self.clock.seconds()
+
+    def _check_watch(self) -> None:
+        """Make the consumer again if its server has gone silent (it went away)."""
+        self._checking = None
+        watch = self._watch
+        if watch is None:
+            return
+        if self.clock.seconds() - self._heard < 3 * HEARTBEAT:
+            self._checking = self.clock.callLater(HEARTBEAT, self._check_watch)
+            return
+        self._watch = None
+        stream = self.stream
+        self.engine.call(lambda c: c.unwatch(stream, *watch), "wait").addErrback(
+            lambda f: None)
+        if self._waiters and self._watching is None and not self.engine.closing:
+            self.log.info("log {name}: its wait consumer went silent; making it again",
+                          name=self.name)
+            self._start_watch(max(self._seen + 1, min(w.from_num for w in self._waiters)))
 
     def _retry_watch(self, from_num: int) -> None:
         self._watching = None
@@ -739,18 +786,23 @@ class NatsLog:
 
     def _stop_watch(self) -> None:
         self._unwatch_timer = None
-        watch, self._watch = self._watch, None
+        watch = self._watch
+        if watch is None or self._waiters:
+            return
+        self._watch = None
         self._seen = 0
-        if watch is not None and not self._waiters:
-            stream = self.stream
-            self.engine.call(lambda c: c.unwatch(stream, *watch), "wait").addErrback(
-                lambda f: None)
-        elif watch is not None:
-            self._watch = watch
+        if self._checking is not None and self._checking.active():
+            self._checking.cancel()
+        self._checking = None
+        stream = self.stream
+        self.engine.call(lambda c: c.unwatch(stream, *watch), "wait").addErrback(
+            lambda f: None)
 
     def close(self) -> None:
         for w in list(self._waiters):
             self._fire(w)
+        if self._unwatch_timer is not None and self._unwatch_timer.active():
+            self._unwatch_timer.cancel()
         self._stop_watch()
 
     # -- archive --------------------------------------------------------------
