@@ -252,8 +252,12 @@ def self_cpu() -> float:
 
 
 def wrk(settings: Settings, server: Server, path: str, script: str, args: List[str],
-        connections: int, duration: float) -> Dict[str, Any]:
-    """Run wrk against C{server}; its summary plus both processes' CPU use."""
+        connections: int, duration: float, refused_ok: bool = False) -> Dict[str, Any]:
+    """
+    Run wrk against C{server}; its summary plus both processes' CPU use.
+    With C{refused_ok}, replies with an error status (a 503) do not fail
+    the run: they are counted ("refused"), and the rate is of the others.
+    """
     url = "http://127.0.0.1:%d%s" % (server.port, path)
     argv = settings.client_prefix() + [
         "wrk", "-t%d" % (min(WRK_THREADS, connections),), "-c%d" % (connections,), "-d%gs" % (duration,), "--timeout", "10s",
@@ -270,12 +274,16 @@ def wrk(settings: Settings, server: Server, path: str, script: str, args: List[s
                                                         done.stderr[-1000:]))
     summary = json.loads(lines[-1][len("KAF_BENCH "):])
     errors = {k: v for k, v in summary["errors"].items() if v}
+    refused = errors.pop("status", 0) if refused_ok else 0
     if errors:
         raise RuntimeError("wrk saw errors %s against %s %s" % (errors, server.kind, path))
     seconds = summary["duration_us"] / 1e6
-    return {"rate": summary["requests"] / seconds, "seconds": seconds,
-            "server_cpu": server_cpu / seconds, "client_cpu": client_cpu / seconds,
-            "p99_ms": summary["latency_us"]["p99"] / 1000.0}
+    out = {"rate": (summary["requests"] - refused) / seconds, "seconds": seconds,
+           "server_cpu": server_cpu / seconds, "client_cpu": client_cpu / seconds,
+           "p99_ms": summary["latency_us"]["p99"] / 1000.0}
+    if refused_ok:
+        out.update(requests=summary["requests"], refused=refused)
+    return out
 
 
 # -- measurements ------------------------------------------------------------------
