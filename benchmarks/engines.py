@@ -60,8 +60,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 import nats_cluster  # noqa: E402
 
-#: The table's columns, in the order each round runs them.
+#: The table's columns, in the order each round runs them; the ratios are
+#: to the first.  ``--loops`` compares where the NATS client runs instead:
+#: on a loop in a thread (``twistd -r epoll``) or on the asyncio reactor's
+#: own loop (what ``--store nats://`` runs on by default).
 ENGINES = ["file", "nats R1", "nats R3"]
+LOOPS = ["nats R1 thread", "nats R1"]
 
 #: Each nats-server's JetStream file store: the put cases write a few
 #: hundred MB a run (the servers' default in nats_cluster is 512 MB).
@@ -83,7 +87,11 @@ class EngineServer(run.Server):
 
     def start(self, probe: Optional[str] = None, timeout: float = 60.0) -> float:
         if self.engine != "file":
-            size = 1 if self.engine == "nats R1" else 3
+            size = 3 if "R3" in self.engine else 1
+            if self.engine.endswith(" thread"):
+                # The epoll reactor: the NATS client gets a loop in a thread.
+                at = self.argv.index("-n") + 1
+                self.argv[at:at] = ["-r", "epoll"]
             self.cluster_folder = tempfile.mkdtemp(prefix="nats-", dir=self.settings.work)
             t = time.perf_counter()
             self.cluster = nats_cluster.Cluster(self.cluster_folder, size=size,
@@ -139,9 +147,10 @@ class Case:
         return statistics.median(values) if values else None
 
     def ratio(self, engine: str) -> Optional[float]:
-        if engine in self.errors or "file" in self.errors:
+        base = ENGINES[0]
+        if engine in self.errors or base in self.errors:
             return None
-        m, f = self.median(engine), self.median("file")
+        m, f = self.median(engine), self.median(base)
         return m / f if m is not None and f else None
 
     def to_json(self) -> Dict[str, Any]:
@@ -154,8 +163,8 @@ class Case:
                 "min": min(values) if values else None,
                 "max": max(values) if values else None,
                 "runs": self.samples[e], "warmup": self.warmup[e]}
-        out["ratio_r1_file"] = self.ratio("nats R1")
-        out["ratio_r3_file"] = self.ratio("nats R3")
+        for e in ENGINES[1:]:
+            out["ratio %s / %s" % (e, ENGINES[0])] = self.ratio(e)
         return out
 
 
@@ -282,16 +291,17 @@ def refusals(case: Case, engine: str) -> Tuple[int, int]:
             sum(s.get("requests", 0) for s in samples))
 
 
-HEADER = "%-8s %-42s %-22s %-22s %-22s %6s %6s" % (
-    "case", "what", "file", "NATS R1", "NATS R3", "R1/f", "R3/f")
+def header() -> str:
+    return "%-8s %-42s " % ("case", "what") + " ".join(
+        "%-22s" % (e.replace("nats", "NATS"),) for e in ENGINES) + " " + " ".join(
+        "%8s" % ("ratio %d" % (i,),) for i in range(1, len(ENGINES)))
 
 
 def format_case(case: Case) -> str:
-    ratios = [case.ratio(e) for e in ("nats R1", "nats R3")]
-    return "%-8s %-42s %-22s %-22s %-22s %6s %6s" % (
-        case.key, "%s [%s]" % (case.title, case.unit),
-        cell(case, "file"), cell(case, "nats R1"), cell(case, "nats R3"),
-        *("-" if r is None else "%.2f" % (r,) for r in ratios))
+    ratios = [case.ratio(e) for e in ENGINES[1:]]
+    return "%-8s %-42s " % (case.key, "%s [%s]" % (case.title, case.unit)) + " ".join(
+        "%-22s" % (cell(case, e),) for e in ENGINES) + " " + " ".join(
+        "%8s" % ("-" if r is None else "%.2f" % (r,)) for r in ratios)
 
 
 def format_cpu(case: Case) -> List[str]:
@@ -327,7 +337,12 @@ def main(argv: List[str]) -> int:
     parser.add_argument("--messages", type=int, default=100000,
                         help="messages in the log of E3 and E4 (default 100,000)")
     parser.add_argument("--json", default="kaf-engines.json", help="where to write the results")
+    parser.add_argument("--loops", action="store_true",
+                        help="instead: the put cases on NATS R1 with the client on a loop in "
+                             "a thread (twistd -r epoll) and on the asyncio reactor's loop")
     options = parser.parse_args(argv)
+    if options.loops:
+        ENGINES[:] = LOOPS
     if options.runs < 1 or options.messages < 2000:
         parser.error("--runs must be ≥ 1 and --messages ≥ 2000")
     if shutil.which("wrk") is None:
@@ -374,6 +389,8 @@ def main(argv: List[str]) -> int:
     reads = Group("reads", [e4, e3c8, e3], prepare_reads)
     groups = [puts, reads]
     cases = puts.cases + [e3, e3c8, e4]
+    if options.loops:
+        groups, cases = [puts], puts.cases
 
     started = time.time()
     load_before = os.getloadavg()
@@ -398,12 +415,12 @@ def main(argv: List[str]) -> int:
         shutil.rmtree(work, ignore_errors=True)
     load_after = os.getloadavg()
     run.say("")
-    run.say(HEADER)
+    run.say(header())
     for case in cases:
         run.say(format_case(case))
     run.say("")
-    run.say("median (min–max) of %d round(s); R1/f, R3/f: NATS R1 and R3 over the file engine"
-            % (settings.runs,))
+    run.say("median (min–max) of %d round(s); ratio N: column N+1 over %s"
+            % (settings.runs, ENGINES[0]))
     run.say("CPU during the measured runs, in cores (kaf: the whole Kaf process; reactor: its "
             "main thread;")
     run.say("nats: the nats-servers together; client: wrk or the consumer), and CPU time "

@@ -1,8 +1,9 @@
 """
 The NATS engine through real servers: two C{twistd -n kaf --store nats://}
-front ends on one real cluster, one on the default reactor and one on
-Twisted's asyncio reactor (where the NATS client shares the reactor's
-loop), driven with curl.
+front ends on one real cluster, one on Twisted's asyncio reactor (its
+default with --store nats://: the NATS client shares the reactor's loop)
+and one on the epoll reactor (the client on a loop in a thread), driven
+with curl.
 """
 from __future__ import annotations
 
@@ -19,9 +20,11 @@ from test_engines import cluster, fresh  # noqa: F401 (the session's cluster fix
 @pytest.fixture
 def fronts(cluster: Cluster, tmp_path: Any) -> Generator[List[KafServer], None, None]:  # noqa: F811
     store = ["--store", ",".join(cluster.urls)]
-    servers = [KafServer(str(tmp_path / "unused-1"), args=store).start(),
-               KafServer(str(tmp_path / "unused-2"), args=store,
-                         twistd_flags=("-n", "--pidfile=", "-r", "asyncio")).start()]
+    # With --store nats:// twistd runs on the asyncio reactor unless told
+    # otherwise (-r epoll: the NATS client then has a loop in a thread).
+    servers = [KafServer(str(tmp_path / "unused-1"), args=store,
+                         twistd_flags=("-n", "--pidfile=", "-r", "epoll")).start(),
+               KafServer(str(tmp_path / "unused-2"), args=store).start()]
     yield servers
     for server in servers:
         server.close()
@@ -51,5 +54,6 @@ def test_two_real_front_ends_serve_one_log(fronts: List[KafServer]) -> None:
     assert out == b"third\n"
     log = open(on_asyncio.log_path).read()
     assert "its client on the reactor's asyncio loop" in log
+    assert "AsyncioSelectorReactor" in log
     assert "its client on an asyncio loop in a thread" in open(plain.log_path).read()
     assert curl(plain.url("/ready")) == b"ready\n"

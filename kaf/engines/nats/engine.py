@@ -156,12 +156,8 @@ class _Client:
         import nats.errors
 
         if timeout is None:
-            # A request that a stream being elected a leader leaves
-            # unanswered is sent again (see NatsEngine.call), not waited
-            # for until the deadline.
             deadline = _deadline.get()
-            timeout = (max(0.05, min(ATTEMPT, deadline - time.monotonic())) if deadline
-                       else self.timeout)
+            timeout = max(0.05, deadline - time.monotonic()) if deadline else self.timeout
         try:
             return await self.nc.request(subject, payload, timeout=timeout, headers=headers)
         except (nats.errors.TimeoutError, nats.errors.NoRespondersError,
@@ -172,6 +168,12 @@ class _Client:
     async def api(self, subject: str, body: Any,
                   timeout: Optional[float] = None) -> Dict[str, Any]:
         payload = b"" if body is None else json.dumps(body).encode()
+        if timeout is None and _deadline.get():
+            # An API request that a stream being elected a leader (or just
+            # made) leaves unanswered is sent again (see NatsEngine.call),
+            # not waited for until the deadline.  Publishes and reads wait
+            # the whole deadline: sent again under load, they would double it.
+            timeout = max(0.05, min(ATTEMPT, _deadline.get() - time.monotonic()))
         msg = await self.request(subject, payload, timeout=timeout)
         if not msg.data:
             raise _Unreachable("empty reply to %s" % (subject,))
@@ -276,8 +278,7 @@ class _Client:
                 body["max_bytes"] = max_bytes
             await nc.publish("$JS.API.DIRECT.GET." + stream, json.dumps(body).encode(),
                              reply=inbox)
-            left = (min(ATTEMPT, _deadline.get() - time.monotonic()) if _deadline.get()
-                    else self.timeout)
+            left = _deadline.get() - time.monotonic() if _deadline.get() else self.timeout
             try:
                 await asyncio.wait_for(done, max(0.05, left))
             except asyncio.TimeoutError:
