@@ -628,3 +628,38 @@ def test_the_connection_to_the_cluster_may_be_tls(tmp_path: Any) -> Any:
             NatsEngine(secure.urls, reactor, tls=ssl.create_default_context()).load()
     finally:
         secure.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_longest_names_and_every_allowed_character_make_distinct_logs(kaf: Front) -> Any:
+    # '_' and '.' are escaped in stream names, and a name past the stream
+    # name limit is hashed: still one log per name.
+    tag = uuid.uuid4().hex[:8]
+    longest = (tag + "-a_b.c" * 40)[:200]
+    names = [longest, longest[:-1] + "x", tag + "a_b", tag + "a.b", tag + "a__b", tag + "a_db"]
+    for i, name in enumerate(names):
+        r = yield put(kaf, name, b"message %d" % (i,))
+        assert r.body == b"1", (name, r.body)
+    for i, name in enumerate(names):
+        r = yield get(kaf, name, "from=1&format=raw")
+        assert r.body == b"message %d\n" % (i,)
+    r = yield call(kaf, "GET", "/logs")
+    listed = [e["name"] for e in json.loads(r.body)]
+    assert all(name in listed for name in names)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_front_end_started_later_finds_every_log_at_start_up(cluster: Cluster) -> Any:
+    first = Front(nats_engine(cluster))
+    tag = uuid.uuid4().hex[:8]
+    names = [(tag + ".long_name" * 30)[:200], tag + "short"]
+    try:
+        for name in names:
+            yield put(first, name, b"x")
+    finally:
+        yield first.close()
+    later = nats_engine(cluster)
+    try:
+        assert set(names) <= {log.name for log in later.logs()}
+    finally:
+        yield later.close()
