@@ -663,3 +663,18 @@ def test_a_front_end_started_later_finds_every_log_at_start_up(cluster: Cluster)
         assert set(names) <= {log.name for log in later.logs()}
     finally:
         yield later.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_repeated_id_with_its_expect_answers_the_first_reply(kaf: Front) -> Any:
+    name = fresh()
+    yield put(kaf, name, b"zero")
+    one = yield put(kaf, name, b"one", "?expect=1", Kaf_Msg_Id="single-1")
+    again = yield put(kaf, name, b"one", "?expect=1", Kaf_Msg_Id="single-1")
+    assert (one.body, again.body, again.header("Kaf-Duplicate")) == (b"2", b"2", "true")
+    batch = yield put(kaf, name, b"a\nb", "?batch=lines&expect=2", Kaf_Msg_Id="batch-2")
+    repeat = yield put(kaf, name, b"a\nb", "?batch=lines&expect=2", Kaf_Msg_Id="batch-2")
+    assert (batch.body, repeat.body, repeat.header("X-Kaf-Count")) == (b"4", b"4", "2")
+    assert repeat.header("Kaf-Duplicate") == "true"
+    r = yield get(kaf, name, "from=1&format=raw")
+    assert r.body == b"zero\none\na\nb\n"

@@ -29,6 +29,7 @@ only in the reactor thread.
 from __future__ import annotations
 
 import asyncio
+import calendar
 import contextvars
 import json
 import os
@@ -587,6 +588,10 @@ class NatsLog:
                     if found is None:
                         raise
                     h = found.headers or {}
+                    if (e.err_code == WRONG_LAST_SEQUENCE and _age(h.get("Nats-Time-Stamp"))
+                            > max(engine.dedupe_window, 5.0)):
+                        raise  # written once, but before the dedupe window
+
                     return {"seq": int(h["Nats-Sequence"]), "duplicate": True,
                             "count": int(h.get("Nats-Batch-Sequence", n))}
 
@@ -832,6 +837,19 @@ class NatsLog:
             return (archive, used, last - used)
 
         return engine.call(lambda c: c.info(self.stream), "archive").addCallback(start)
+
+
+def _age(stamp: Optional[str]) -> float:
+    """Seconds since a C{Nats-Time-Stamp} (RFC 3339, nanoseconds); infinite if unreadable."""
+    if not stamp:
+        return float("inf")
+    try:
+        day, _, clock = stamp.rstrip("Z").partition("T")
+        whole, _, fraction = clock.partition(".")
+        then = calendar.timegm(time.strptime(day + "T" + whole, "%Y-%m-%dT%H:%M:%S"))
+        return time.time() - then - float("0." + (fraction or "0"))
+    except ValueError:
+        return float("inf")
 
 
 def _last_in(description: str) -> int:
