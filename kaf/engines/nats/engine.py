@@ -47,7 +47,7 @@ from kaf import _format
 from kaf.engine import EMPTY, Duplicate, IEngine, ILog, Reply, Slice, Summary, name_problem
 from kaf.engines.nats import names
 from kaf.engines.nats.bridge import Bridge
-from kaf.errors import (BadRequest, EngineUnavailable, ExpectMismatch, InvalidName,
+from kaf.errors import (BadRequest, EngineUnavailable, ExpectMismatch, InvalidName, KafError,
                         MessageTooLarge, ReservedName, UnknownLog)
 
 #: JetStream's error codes Kaf answers.
@@ -72,14 +72,30 @@ ATTEMPT = 0.6
 _deadline: "contextvars.ContextVar[float]" = contextvars.ContextVar("deadline", default=0.0)
 
 
-class JetStreamError(Exception):
-    """An error reply of the JetStream API."""
+class JetStreamError(KafError):
+    """
+    An error reply of the JetStream API.  One the engine does not turn into
+    another answer reaches the client as 502, naming the cluster's reason.
+    """
+
+    status = 502
 
     def __init__(self, code: int, err_code: int, description: str) -> None:
-        super().__init__("%s (%d/%d)" % (description, code, err_code))
+        super().__init__("the NATS cluster refused it: %s (%d/%d)"
+                         % (description, code, err_code))
         self.code = code
         self.err_code = err_code
         self.description = description
+
+
+#: JetStream errors that pass: a server of the stream's group is away or not
+#: caught up (10005 "no suitable peers for placement", 10008 "JetStream
+#: system temporarily unavailable"), or too much is under way.
+_TRANSIENT = frozenset([10005, 10008])
+
+
+def _transient(e: JetStreamError) -> bool:
+    return e.code in (503, 429) or e.err_code in _TRANSIENT
 
 
 class _Unreachable(Exception):
@@ -496,8 +512,15 @@ class NatsLog:
             self._creating = self.engine.call(lambda c: c.create(config), "put")
             self._creating.addCallbacks(made, failed)
         d: "Deferred[Any]" = Deferred()
-        self._creating.addBoth(lambda r: (d.callback(None) if not isinstance(r, Failure)
-                                          else d.errback(r)) or r)
+
+        def forward(result: Any) -> Any:
+            if isinstance(result, Failure):
+                d.errback(result)
+                return None  # handled by each waiting put
+            d.callback(None)
+            return result
+
+        self._creating.addBoth(forward)
         return d
 
     def put(self, messages: List[bytes], expect: Optional[int] = None,
@@ -978,7 +1001,7 @@ class NatsEngine:
                 try:
                     return await make(client)
                 except (_Unreachable, JetStreamError) as e:
-                    if isinstance(e, JetStreamError) and e.code not in (503, 429):
+                    if isinstance(e, JetStreamError) and not _transient(e):
                         raise
                     if not retry or time.monotonic() + 0.1 >= deadline:
                         raise
@@ -989,7 +1012,7 @@ class NatsEngine:
                 raise EngineUnavailable(
                     "%s: the NATS cluster did not answer in %.0f s (%s); try again"
                     % (op, self.timeout, f.getErrorMessage()))
-            if f.check(JetStreamError) and f.value.code in (503, 429):
+            if f.check(JetStreamError) and _transient(f.value):
                 raise EngineUnavailable("%s: the NATS cluster cannot serve it now (%s); "
                                         "try again" % (op, f.value.description))
             return f
