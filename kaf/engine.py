@@ -28,7 +28,7 @@ from typing import Any, List, NamedTuple, Optional, Sequence
 from zope.interface import Attribute, Interface
 
 from kaf import _format
-from kaf.errors import BadRequest
+from kaf.errors import BadRequest, InvalidName, ReservedName
 
 
 class Slice(NamedTuple):
@@ -143,6 +143,18 @@ def name_problem(name: str) -> Optional[str]:
     if name.startswith("--"):
         return "log name may not begin with '--'"
     return None
+
+
+def check_name(name: str, op: str, write: bool = False) -> None:
+    """
+    Raise L{InvalidName} for a name outside SPEC 2, and L{ReservedName} for
+    a write to a log of Kaf's own (C{_kaf}): every engine's L{IEngine.check}.
+    """
+    problem = name_problem(name)
+    if problem is not None:
+        raise InvalidName("%s: %s" % (op, problem))
+    if write and name.startswith("_"):
+        raise ReservedName("%s: logs whose names begin with '_' belong to Kaf" % (op,))
 
 
 class Summary(NamedTuple):

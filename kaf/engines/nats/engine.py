@@ -36,7 +36,7 @@ import os
 import ssl
 import time
 from itertools import accumulate
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
@@ -44,11 +44,11 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from kaf import _format
-from kaf.engine import EMPTY, Duplicate, IEngine, ILog, Reply, Slice, Summary, name_problem
+from kaf.engine import (EMPTY, Duplicate, IEngine, ILog, Reply, Slice, Summary, check_name,
+                        name_problem)
 from kaf.engines.nats import names
 from kaf.engines.nats.bridge import Bridge
-from kaf.errors import (BadRequest, EngineUnavailable, ExpectMismatch, InvalidName, KafError,
-                        MessageTooLarge, ReservedName, UnknownLog)
+from kaf.errors import EngineUnavailable, ExpectMismatch, KafError, MessageTooLarge, UnknownLog
 
 #: JetStream's error codes Kaf answers.
 STREAM_NOT_FOUND = 10059
@@ -1077,11 +1077,7 @@ class NatsEngine:
     def check(self, name: str, op: str, write: bool = False) -> None:
         if name in self._logs and not (write and name.startswith("_")):
             return
-        problem = name_problem(name)
-        if problem is not None:
-            raise InvalidName("%s: %s" % (op, problem))
-        if write and name.startswith("_"):
-            raise ReservedName("%s: logs whose names begin with '_' belong to Kaf" % (op,))
+        check_name(name, op, write)
 
     def _log(self, name: str) -> NatsLog:
         log = self._logs.get(name)
