@@ -359,9 +359,10 @@ class _Client:
             reply = msg.reply or ""
             if reply.startswith("$JS.ACK."):
                 tokens = reply.split(".")
-                # $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>
-                # (or with a domain and account hash: 12 tokens)
-                seq = int(tokens[5] if len(tokens) == 9 else tokens[-4])
+                # $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>,
+                # or, with a domain and an account hash before the stream
+                # (and perhaps a random token after): the stream seq is token 7.
+                seq = int(tokens[5] if len(tokens) == 9 else tokens[7])
                 on_seq(seq)
             elif msg.headers and msg.headers.get("Status") == "100":
                 if msg.reply:
