@@ -854,7 +854,10 @@ class NatsLog:
             return engine.call(lambda c: engine.archive_stream(c, self, first, used),
                                "archive").addCallback(copied, used, last)
 
-        def copied(archive: str, used: int, last: int) -> Tuple[Optional[str], int, int]:
+        def copied(archive: Optional[str], used: int, last: int
+                   ) -> Tuple[Optional[str], int, int]:
+            if archive is None:
+                return (None, used, last - used)
             self.archived += 1
             self.generation = object()
             self._summary = None
@@ -1037,7 +1040,7 @@ class NatsEngine:
         return config
 
     async def archive_stream(self, client: _Client, log: NatsLog, first: int,
-                             upto: int) -> str:
+                             upto: int) -> Optional[str]:
         """
         Copy messages C{first}..C{upto} of C{log} into a new archive stream
         (same numbers), then purge them from the live stream: the archive
@@ -1053,7 +1056,11 @@ class NatsEngine:
         config["deny_delete"] = False
         await client.create(config)
         at = first
+        copied = 0
         while at <= upto:
+            # Each step has the time of one operation: a large archive
+            # takes many.
+            _deadline.set(time.monotonic() + self.timeout)
             nums, datas, _ = await client.direct_get(log.stream, at, min(1000, upto - at + 1),
                                                      1 << 20)
             nums_datas = [(s, m) for s, m in zip(nums, datas) if s <= upto]
@@ -1070,6 +1077,12 @@ class NatsEngine:
                     raise JetStreamError(500, 0, "archive copy numbered %s for %d"
                                          % (ack["seq"], s))
             at = nums_datas[-1][0] + 1
+            copied += len(nums_datas)
+        _deadline.set(time.monotonic() + self.timeout)
+        if not copied:
+            # Archived meanwhile through another front end: nothing to keep.
+            await client.api("$JS.API.STREAM.DELETE." + names.stream(archive), None)
+            return None
         await client.purge(log.stream, upto + 1)
         return archive
 
