@@ -698,3 +698,27 @@ def test_archiving_a_large_log_takes_as_long_as_it_needs(kaf: Front) -> Any:
     r = yield get(kaf, name, "from=1&format=raw")
     assert r.header("X-Kaf-FirstMsg") == "59991" and r.body.count(b"\n") == 10
     print("archive of 59,990 messages took %.1f s" % (took,))
+
+
+@pytest_twisted.inlineCallbacks
+def test_on_a_single_server_a_repeat_with_its_expect_is_still_a_repeat(tmp_path: Any) -> Any:
+    # One server checks the expected number before the message id (R3
+    # checks the id first): Kaf looks the id up itself.
+    single = Cluster(tmp_path / "one", size=1)
+    front = Front(nats_engine(single))
+    try:
+        name = fresh()
+        yield put(front, name, b"zero")
+        one = yield put(front, name, b"one", "?expect=1", Kaf_Msg_Id="r1-single")
+        again = yield put(front, name, b"one", "?expect=1", Kaf_Msg_Id="r1-single")
+        assert (one.body, again.body, again.header("Kaf-Duplicate")) == (b"2", b"2", "true")
+        other = yield put(front, name, b"late", "?expect=1", Kaf_Msg_Id="r1-other")
+        assert other.code == 409 and other.header("X-Kaf-LastMsg") == "2"
+        batch = yield put(front, name, b"a\nb", "?batch=lines&expect=2", Kaf_Msg_Id="r1-b")
+        repeat = yield put(front, name, b"a\nb", "?batch=lines&expect=2", Kaf_Msg_Id="r1-b")
+        assert (batch.body, repeat.body, repeat.header("Kaf-Duplicate")) == (b"4", b"4", "true")
+        r = yield get(front, name, "from=1&format=raw")
+        assert r.body == b"zero\none\na\nb\n"
+    finally:
+        yield front.close()
+        single.stop()

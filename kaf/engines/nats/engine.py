@@ -435,6 +435,8 @@ class NatsLog:
         self._totals = [0, 0, 0]
         self._summary: Optional[Summary] = None
         self._creating: Optional["Deferred[Any]"] = None
+        #: The puts waiting for the stream to be made.
+        self._made_for: List["Deferred[Any]"] = []
         self._waiters: List[_Waiter] = []
         self._watch: Optional[Tuple[Any, str]] = None
         self._watching: Optional["Deferred[Any]"] = None
@@ -496,32 +498,27 @@ class NatsLog:
     # -- writes ---------------------------------------------------------------
 
     def _ensure(self) -> "Deferred[Any]":
-        """A Deferred that fires once the stream exists."""
+        """A Deferred that fires once the stream exists (made once for all waiting puts)."""
         if self.exists:
             return succeed(None)
+        d: "Deferred[Any]" = Deferred()
+        self._made_for.append(d)
         if self._creating is None:
             config = self.engine.stream_config(self.stream, self.subject, self.name, None)
 
-            def made(info: Dict[str, Any]) -> None:
+            def done(result: Any) -> None:
                 self._creating = None
-                self._noted(info)
-
-            def failed(f: Failure) -> Failure:
-                self._creating = None
-                return f
+                waiting, self._made_for = self._made_for, []
+                if not isinstance(result, Failure):
+                    self._noted(result)
+                for w in waiting:
+                    if isinstance(result, Failure):
+                        w.errback(result)
+                    else:
+                        w.callback(None)
 
             self._creating = self.engine.call(lambda c: c.create(config), "put")
-            self._creating.addCallbacks(made, failed)
-        d: "Deferred[Any]" = Deferred()
-
-        def forward(result: Any) -> Any:
-            if isinstance(result, Failure):
-                d.errback(result)
-                return None  # handled by each waiting put
-            d.callback(None)
-            return result
-
-        self._creating.addBoth(forward)
+            self._creating.addBoth(done)
         return d
 
     def put(self, messages: List[bytes], expect: Optional[int] = None,
@@ -594,8 +591,10 @@ class NatsLog:
                     # repeat): a single stream checks the expected number
                     # before the id.  The message after the expected one says.
                     found = await c.message(stream, int(wanted or 0) + 1)
-                    if found is not None and (found.headers or {}).get("Nats-Msg-Id") == nats_id:
-                        return {"seq": int(found.headers["Nats-Sequence"]), "duplicate": True}
+                    h = (found.headers or {}) if found is not None else {}
+                    if (h.get("Nats-Msg-Id") == nats_id and _age(h.get("Nats-Time-Stamp"))
+                            <= max(engine.dedupe_window, 5.0)):
+                        return {"seq": int(h["Nats-Sequence"]), "duplicate": True}
                     raise
         else:
             # On a subject of its id: a repeat (refused as a whole by the
@@ -615,7 +614,6 @@ class NatsLog:
                     if (e.err_code == WRONG_LAST_SEQUENCE and _age(h.get("Nats-Time-Stamp"))
                             > max(engine.dedupe_window, 5.0)):
                         raise  # written once, but before the dedupe window
-
                     return {"seq": int(h["Nats-Sequence"]), "duplicate": True,
                             "count": int(h.get("Nats-Batch-Sequence", n))}
 
