@@ -17,6 +17,8 @@ import pytest
 import pytest_twisted
 import treq
 from twisted.internet.defer import gatherResults
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
 from nats_cluster import Cluster, _get_json, free_ports
@@ -184,8 +186,12 @@ def test_a_long_poll_still_wakes_after_its_consumer_s_server_is_killed(tmp_path:
         # A long poll on A, through the engine (as the web layer asks it).
         log = a.engine.get_or_create(name)
         woken = log.wait(2, 60)
-        while log._watch is None:  # its consumer is being made
-            yield log._watching
+        # Its consumer is being made (and made again if the cluster was slow
+        # to answer): look until it is there.
+        deadline = time.monotonic() + 20
+        while log._watch is None:
+            assert time.monotonic() < deadline, "the wait's consumer was never made"
+            yield deferLater(reactor, 0.05, lambda: None)
         host = yield deferToThread(consumer_host, cluster, log.stream)
         assert host is not None
         yield deferToThread(cluster.kill, host)

@@ -162,9 +162,13 @@ class _Client:
 
     async def close(self) -> None:
         if self.nc is not None:
+            # What is under way may finish, for a moment: a cluster that is
+            # away must not hold up a shutdown.
             try:
-                await self.nc.drain()
+                await asyncio.wait_for(self.nc.drain(), self.timeout)
             except Exception:
+                pass
+            if not self.nc.is_closed:
                 await self.nc.close()
 
     async def request(self, subject: str, payload: bytes,
