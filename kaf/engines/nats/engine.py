@@ -207,26 +207,24 @@ class _Client:
             raise _Unreachable("no responders")
         return _raise_error(json.loads(msg.data))
 
-    async def stream_names(self) -> List[str]:
-        out: List[str] = []
+    async def _pages(self, api: str, key: str = "streams") -> List[Any]:
+        """Every item of a paged JetStream listing of Kaf's streams."""
+        out: List[Any] = []
         while True:
-            reply = await self.api("$JS.API.STREAM.NAMES",
-                                   {"offset": len(out), "subject": names.SUBJECT_PREFIX + ">"})
-            got = reply.get("streams") or []
+            reply = await self.api(api, {"offset": len(out),
+                                         "subject": names.SUBJECT_PREFIX + ">"})
+            got = reply.get(key) or []
             out.extend(got)
             if not got or len(out) >= int(reply.get("total", 0)):
                 return out
 
+    async def stream_names(self) -> List[str]:
+        """The name of every Kaf stream (pages of 1,024)."""
+        return await self._pages("$JS.API.STREAM.NAMES")
+
     async def stream_list(self) -> List[Dict[str, Any]]:
         """The info of every Kaf stream (pages of 256)."""
-        out: List[Dict[str, Any]] = []
-        while True:
-            reply = await self.api("$JS.API.STREAM.LIST",
-                                   {"offset": len(out), "subject": names.SUBJECT_PREFIX + ">"})
-            got = reply.get("streams") or []
-            out.extend(got)
-            if not got or len(out) >= int(reply.get("total", 0)):
-                return out
+        return await self._pages("$JS.API.STREAM.LIST")
 
     async def info(self, stream: str) -> Optional[Dict[str, Any]]:
         try:
