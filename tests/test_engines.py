@@ -722,3 +722,23 @@ def test_on_a_single_server_a_repeat_with_its_expect_is_still_a_repeat(tmp_path:
     finally:
         yield front.close()
         single.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_refusal_of_the_cluster_is_a_502_naming_its_reason(cluster: Cluster) -> Any:
+    from kaf.engines.nats import names
+
+    front = Front(nats_engine(cluster))
+    try:
+        name = fresh()
+        # Another program's stream already takes the log's subject.
+        engine = front.engine
+        yield engine.call(lambda c: c.api("$JS.API.STREAM.CREATE.OTHER_" + name.replace(".", "_"),
+                                          {"name": "OTHER_" + name.replace(".", "_"),
+                                           "subjects": [names.subject(name)]}), "test")
+        r = yield put(front, name, b"x")
+        assert r.code == 502
+        assert r.body.startswith(b"the NATS cluster refused it: subjects overlap")
+        assert r.body.count(b"\n") == 1
+    finally:
+        yield front.close()

@@ -62,7 +62,8 @@ _PHRASES = {
     405: b"Method Not Allowed", 408: b"Request Timeout", 409: b"Conflict",
     413: b"Payload Too Large", 429: b"Too Many Requests", 431:
     b"Request Header Fields Too Large", 500: b"Internal Server Error",
-    501: b"Not Implemented", 503: b"Service Unavailable", 507: b"Insufficient Storage",
+    501: b"Not Implemented", 502: b"Bad Gateway", 503: b"Service Unavailable",
+    507: b"Insufficient Storage",
 }
 
 
