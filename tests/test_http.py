@@ -372,3 +372,24 @@ def test_readers_that_do_not_read_a_large_reply_hold_little_of_it(tmp_path: Any)
         finally:
             for s in readers:
                 s.close()
+
+
+def test_a_long_poll_whose_client_goes_stops_waiting(tmp_path: Any) -> None:
+    from twisted.internet.error import ConnectionDone
+    from twisted.internet.task import Clock
+    from twisted.internet.testing import StringTransport
+    from twisted.python.failure import Failure
+
+    clock = Clock()
+    store = Store(str(tmp_path / "data"), clock, sync_runner, fsync=False)
+    store.load()
+    factory = http.HTTPFactory(KafWeb(store).resource(), body_limit_for(100), clock)
+    protocol = factory.buildProtocol(None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(get("/get/x?from=1&wait=30"))
+    log = store.get_or_create("x")
+    assert log.waiting == 1 and transport.value() == b""
+    protocol.connectionLost(Failure(ConnectionDone()))
+    assert log.waiting == 0
+    assert [c for c in clock.getDelayedCalls() if c.getTime() >= 30] == []

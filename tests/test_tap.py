@@ -4,6 +4,7 @@ checks, makeService on a MemoryReactorClock, and the twistd plugin.
 """
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python import usage
 
 from kaf.stats import StatsService
-from kaf.tap import KafOptions, Options, StoreService, makeService
+from kaf.tap import GC_THRESHOLD, CollectorService, KafOptions, Options, StoreService, makeService
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -246,6 +247,24 @@ def test_stopping_stops_listening_and_the_stats_timer(
     top = started("--stats-interval", "7")
     top.stopService()
     assert not any(call.getTime() == 7 for call in reactor.getDelayedCalls())
+
+
+def test_once_running_the_collector_looks_only_at_what_came_after_start_up(
+        reactor: MemoryReactorClock, started: Any) -> None:
+    [collector] = of_type(started(), CollectorService)
+    if not hasattr(gc, "freeze"):  # PyPy: no cyclic collector to tune
+        assert collector.tune() is False
+        return
+    before = gc.get_threshold()
+    try:
+        assert gc.get_threshold()[0] != GC_THRESHOLD
+        for f, args, kwargs in reactor.whenRunningHooks:
+            f(*args, **kwargs)
+        assert gc.get_freeze_count() > 1000
+        assert gc.get_threshold() == (GC_THRESHOLD,) + before[1:]
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
 
 
 # -- the twistd plugin ------------------------------------------------------------

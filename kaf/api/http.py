@@ -286,6 +286,7 @@ class Request:
         self.keep_alive = keep_alive
         self._chunked = False
         self._finish_waiters: List["Deferred[None]"] = []
+        self._gone_calls: Optional[List[Tuple[Callable[..., None], Tuple[Any, ...]]]] = None
         self.sentLength = 0
 
     # -- what was asked ---------------------------------------------------------
@@ -409,9 +410,11 @@ class Request:
         elif self._chunked and not self.channel.gone:
             self.channel.send(b"0\r\n\r\n")
         self.finished = True
-        waiters, self._finish_waiters = self._finish_waiters, []
-        for d in waiters:
-            d.callback(None)
+        self._gone_calls = None
+        if self._finish_waiters:
+            waiters, self._finish_waiters = self._finish_waiters, []
+            for d in waiters:
+                d.callback(None)
         self.channel.request_done(self)
 
     def notifyFinish(self) -> "Deferred[None]":
@@ -423,7 +426,23 @@ class Request:
             self._finish_waiters.append(d)
         return d
 
+    def when_gone(self, f: Callable[..., None], *args: Any) -> None:
+        """
+        Call C{f(reason, *args)} if the client goes before the reply is
+        whole: what C{notifyFinish().addErrback(f, *args)} does, without a
+        Deferred for every request.
+        """
+        if self.finished:
+            return
+        if self._gone_calls is None:
+            self._gone_calls = [(f, args)]
+        else:
+            self._gone_calls.append((f, args))
+
     def connection_lost(self, reason: Failure) -> None:
+        calls, self._gone_calls = self._gone_calls, None
+        for f, args in calls or ():
+            f(reason, *args)
         waiters, self._finish_waiters = self._finish_waiters, []
         for d in waiters:
             d.errback(reason)

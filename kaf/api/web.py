@@ -415,7 +415,8 @@ class KafResource(KleinResource):
         try:
             # A path that is not UTF-8 is routed all the same, so that a bad
             # log name in it gets the reason a bad log name gets.
-            path = b"/" + b"/".join(request.postpath)  # type: ignore[attr-defined]
+            path = request.path if not request.prepath else (  # type: ignore[attr-defined]
+                b"/" + b"/".join(request.postpath))  # type: ignore[attr-defined]
             path_info = path.decode("utf-8", "surrogateescape")
             route = self._route if len(path_info) <= 256 else self._match
             rule, kwargs = route(path_info, request.method.decode("latin-1"))
@@ -424,11 +425,14 @@ class KafResource(KleinResource):
             result = self._failed(Failure(), request)
         if isinstance(result, Deferred):
             gone: List[bool] = []
-            request.notifyFinish().addErrback(  # type: ignore[attr-defined]
-                self._gone, result, gone)
+            when_gone = getattr(request, "when_gone", None)
+            if when_gone is not None:
+                when_gone(self._gone, result, gone)
+            else:  # twisted.web's Request
+                request.notifyFinish().addErrback(  # type: ignore[attr-defined]
+                    self._gone, result, gone)
             result.addCallbacks(self._write, self._failed_then_write,
                                 callbackArgs=(request, gone), errbackArgs=(request, gone))
-            result.addErrback(self._unwritten)
             return NOT_DONE_YET
         if isinstance(result, Failure):
             request.processingFailed(result)  # type: ignore[attr-defined]
@@ -451,27 +455,35 @@ class KafResource(KleinResource):
                     failure = Failure()
         return failure
 
-    def _failed_then_write(self, failure: Failure, request: IRequest, gone: List[bool]) -> Any:
+    def _failed_then_write(self, failure: Failure, request: IRequest, gone: List[bool]) -> None:
         # Nobody is left to tell of an error once the client has gone.
         if gone:
-            return failure
-        body = self._failed(failure, request)
-        if isinstance(body, Failure):
-            request.processingFailed(body)  # type: ignore[attr-defined]
-        else:
-            self._write(body, request, gone)
-        return None
+            self._unwritten(failure)
+            return
+        try:
+            body = self._failed(failure, request)
+            if isinstance(body, Failure):
+                request.processingFailed(body)  # type: ignore[attr-defined]
+                return
+        except Exception:
+            self._unwritten(Failure())
+            return
+        self._write(body, request, gone)
 
     @staticmethod
     def _write(body: Any, request: IRequest, gone: List[bool]) -> None:
         # NOT_DONE_YET: the route sends the rest itself (a streamed reply).
         if gone or body is NOT_DONE_YET:
             return
-        if body:
-            request.write(body)
-        request.finish()
+        try:
+            if body:
+                request.write(body)
+            request.finish()
+        except Exception:
+            KafResource._unwritten(Failure())
 
-    def _unwritten(self, failure: Failure) -> None:
+    @staticmethod
+    def _unwritten(failure: Failure) -> None:
         if not failure.check(CancelledError):
             KafWeb.log.failure("unhandled error writing a reply", failure)
 
