@@ -289,6 +289,37 @@ class Index:
                                       due + 1, None, _SPAN))
         self._last_end = start + sum(lengths)
 
+    def extend_uniform(self, start: int, length: int, count: int, num: int) -> None:
+        """
+        Add C{count} records one after the other, each C{length} bytes, the
+        first at C{start} and numbered C{num}, the others on by one: the
+        same as L{extend} with C{[length] * count}, without the list.
+        """
+        if not count:
+            return
+        p = len(self._steps)
+        lead = start - self._last_end if p else 0
+        if p and lead:
+            self.dirty.append(p)
+        if not p or lead:
+            self._gap_pos.append(p)
+            self._gap_start.append(start)
+        self._number(p, num)
+        self._fit(length + lead)
+        steps = self._steps
+        steps.extend(array(steps.typecode, [length]) * count)
+        if lead:
+            steps[p] += lead
+        # A mark every _SPAN positions, at the end of the record there.
+        due = (-p) & (_SPAN - 1)
+        self._marks.extend(range(start + (due + 1) * length, start + count * length + 1,
+                                 _SPAN * length))
+        self._last_end = start + count * length
+
+    def trim(self) -> None:
+        """Give back the room the steps' array grew by (a scan extends it many times)."""
+        self._steps = self._steps[:]
+
     def _number(self, p: int, num: int) -> None:
         """Start a run at position C{p} unless C{num} goes on from the one before."""
         runs = self._run_pos
@@ -450,6 +481,7 @@ def scan(buf: Buffer, pos: int, size: int, index: Index, last_num: int) -> ScanR
         result.problems.extend(again.problems)
         result.torn_at = result.end = again.torn_at
         result.last_num = again.last_num
+    index.trim()
     return result
 
 
@@ -476,6 +508,10 @@ def _scan(buf: Buffer, pos: int, size: int, index: Index, last_num: int) -> Scan
             grow = run.append
             run_at, run_num = array("q", [0]), array("q", [last + 1])
             canonical = _CANONICAL.match
+            # Records of one length numbered one after the other, seen in a
+            # row: after _UNIFORM_AFTER of them, the ones ahead are checked
+            # a block at a time (_uniform), not one by one.
+            alike, length, block = 0, 0, _BLOCK_LEAST
             while True:
                 num_text, size_text = m.groups()
                 num = int(num_text)
@@ -484,15 +520,37 @@ def _scan(buf: Buffer, pos: int, size: int, index: Index, last_num: int) -> Scan
                 if nxt is None or num <= last:
                     break
                 if num != last + 1:
+                    alike = 0
                     if run:
                         run_at.append(len(run))
                         run_num.append(num)
                     else:
                         run_num[0] = num
-                grow(data_end - at)
+                if data_end - at == length:
+                    alike += 1
+                else:
+                    alike, length = 0, data_end - at
+                grow(length)
                 last = num
                 at = data_end
                 m = nxt
+                if alike < _UNIFORM_AFTER:
+                    continue
+                count, span = _uniform(buf, at, size, m, last + 1, block)
+                if not count:
+                    # Not alike after all: one by one for a while.
+                    alike, block = 0, max(block >> 1, _BLOCK_LEAST)
+                    continue
+                block = min(block << 1, _BLOCK_MOST)
+                index.extend(run_start, run, run_at, run_num)
+                index.extend_uniform(at, span, count, last + 1)
+                last += count
+                at = run_start = at + count * span
+                run = array("q")
+                grow = run.append
+                run_at, run_num = array("q", [0]), array("q", [last + 1])
+                m = canonical(buf, at, size)
+                assert m is not None, "_uniform checked the header after the block"
             index.extend(run_start, run, run_at, run_num)
         result.last_num = last
         if m is not None:
@@ -551,6 +609,75 @@ def _scan(buf: Buffer, pos: int, size: int, index: Index, last_num: int) -> Scan
             result.end = size
             return result
         m = nxt
+
+
+#: Records alike in a row (one length, numbered one after the other) after
+#: which the scan checks those ahead a block at a time; blocks grow from
+#: the least to the most records while they hold, and shrink when not.
+_UNIFORM_AFTER = 16
+_BLOCK_LEAST = 64
+_BLOCK_MOST = 1 << 14
+#: The digits of a place (ones, tens, ...) over one period of it, by place.
+_DIGIT_CYCLES: List[bytes] = []
+
+
+def _uniform(buf: Buffer, at: int, size: int, m: "re.Match[bytes]", first: int,
+             most: int) -> Tuple[int, int]:
+    """
+    How many canonical records, at most C{most}, begin at C{at} (where C{m}
+    matched a canonical header) and follow one another, each as long as the
+    first, numbered from C{first} on, with their numbers and sizes written
+    as the first's are (same digits), each followed by the header of the
+    next: C{(count, length)}, or C{(0, 0)} when they are not alike.  Fewer
+    than C{most} where the file, or the numbers of as many digits, end.
+
+    Such records differ only in the digits of their numbers, so each byte
+    of a header is one column of the file taken every C{length} bytes,
+    checked in a comparison of C{bytes}: no Python code a record.  This is
+    what the record by record scan accepts (rule 3), and finds the same.
+    """
+    num_text, size_text = m.groups()
+    digits = len(num_text)
+    head = m.end() - at
+    length = head + int(size_text)
+    # The headers checked: the block's and the one after it, all whole in
+    # buf[:size], all with as many digits.
+    count = min(most, (size - at - head) // length, 10 ** digits - 1 - first)
+    if count < 1:
+        return 0, 0
+    n = count + 1
+    stop = at + count * length + 1
+    header = bytes(buf[at:at + head])
+    for j in range(head):
+        column = buf[at + j:stop + j:length]
+        if 9 <= j < 9 + digits:
+            expected = _digit_column(first, n, digits - 1 - (j - 9))
+        else:
+            expected = header[j:j + 1] * n
+        if column != expected:
+            return 0, 0
+    return count, length
+
+
+def _digit_column(first: int, n: int, place: int) -> bytes:
+    """The digits at C{place} (0: ones) of C{first} … C{first + n - 1}, zeros above them."""
+    unit = 10 ** place
+    period = 10 * unit
+    skip = first % period
+    if period <= 4 * n:
+        while len(_DIGIT_CYCLES) <= place:
+            p = 10 ** len(_DIGIT_CYCLES)
+            _DIGIT_CYCLES.append(b"".join(b"%d" % (d,) * p for d in range(10)))
+        return (_DIGIT_CYCLES[place] * ((skip + n) // period + 1))[skip:skip + n]
+    # A place that changes less often than every n / 4 numbers: a few runs.
+    parts = []
+    num, left = first, n
+    while left:
+        run = min(unit - num % unit, left)
+        parts.append(b"%d" % ((num // unit) % 10,) * run)
+        num += run
+        left -= run
+    return b"".join(parts)
 
 
 def _torn(result: ScanResult, at: int) -> ScanResult:

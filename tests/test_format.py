@@ -6,8 +6,9 @@ C{batch=kaf} bodies, and the compact Index.
 from __future__ import annotations
 
 from bisect import bisect_left
+from contextlib import contextmanager
 from itertools import accumulate
-from typing import List, Optional, Tuple
+from typing import Any, Iterator, List, Optional, Tuple
 
 import pytest
 from hypothesis import given, settings
@@ -291,6 +292,194 @@ def test_index_reads_back_every_number_and_offset_it_was_given(
         copy = index.copy()
         index.truncate(0)
         assert (list(copy.nums), list(copy.ends)) == (nums, ends)
+
+
+# -- records alike (one length, numbered on by one) are checked a block at a time --
+
+
+@contextmanager
+def scan_settings(after: int, least: int, most: int) -> Iterator[None]:
+    """The scan with its checks of blocks of records alike tuned (or, after=huge, off)."""
+    saved = _format._UNIFORM_AFTER, _format._BLOCK_LEAST, _format._BLOCK_MOST
+    _format._UNIFORM_AFTER, _format._BLOCK_LEAST, _format._BLOCK_MOST = after, least, most
+    try:
+        yield
+    finally:
+        _format._UNIFORM_AFTER, _format._BLOCK_LEAST, _format._BLOCK_MOST = saved
+
+
+def scan_everything(buf: bytes) -> Tuple[List[int], List[int], List[int], List[int],
+                                         List[Tuple[int, str]], Optional[int], int, int]:
+    """All that a scan of a whole file finds, as plain values."""
+    index, result = scan_file(buf)
+    return (list(index.nums), list(index.starts), list(index.ends), list(index.dirty),
+            [(p.offset, p.text) for p in result.problems], result.torn_at, result.end,
+            result.last_num)
+
+
+def one_by_one(buf: bytes) -> Tuple[Any, ...]:
+    """The scan record by record only: what the checks of blocks must agree with."""
+    with scan_settings(10 ** 9, 64, 64):
+        return scan_everything(buf)
+
+
+@st.composite
+def mostly_alike(draw: st.DrawFn) -> bytes:
+    """
+    A log file of many records of one size numbered on by one, near a
+    change in the numbers' digits, with a few edits anywhere: numbers
+    skipped, repeated or lower, a number or size written with a leading
+    zero, blank lines, another size, data that holds a header, a header
+    damaged, a tail cut.
+    """
+    size = draw(st.integers(0, 12))
+    start = draw(st.sampled_from([0, 1, 7, 90, 985, 9990, 10 ** 6 - 300]))
+    count = draw(st.integers(0, 400))
+    edits = draw(st.dictionaries(st.integers(0, max(count - 1, 0)), st.sampled_from(
+        ["skip", "repeat", "lower", "zero-num", "zero-size", "blank", "longer", "shorter",
+         "header-in-data", "data-of-newlines", "damaged"]), max_size=4))
+    out = [_format.db_header(start)]
+    num = start
+    for i in range(count):
+        num += 1
+        data = bytes((97 + (i + k) % 26 for k in range(size)))
+        head = b"\nKAF_MSG|%d|%d\n"
+        edit = edits.get(i)
+        if edit == "skip":
+            num += draw(st.integers(1, 20))
+        elif edit == "repeat":
+            num -= 1
+        elif edit == "lower":
+            num -= draw(st.integers(2, 5))
+        elif edit == "zero-num":
+            head = b"\nKAF_MSG|0%d|%d\n"
+        elif edit == "zero-size":
+            head = b"\nKAF_MSG|%d|0%d\n"
+        elif edit == "blank":
+            head = b"\n" + head
+        elif edit == "longer":
+            data += b"xy"
+        elif edit == "shorter":
+            data = data[1:]
+        elif edit == "header-in-data":
+            data = (b"\nKAF_MSG|%d|%d\n" % (num + 1, size) + data)[:max(size, 14)]
+        elif edit == "data-of-newlines":
+            data = b"\n" * size
+        elif edit == "damaged":
+            # One byte of the header, changed where it moves nothing.
+            head = b"\nKAF_MSG|%d|%d\n".replace(draw(st.sampled_from([b"A", b"G", b"|"])), b"#", 1)
+        out.append(head % (num, size) + data)
+    buf = b"".join(out)
+    cut = draw(st.one_of(st.just(0), st.integers(0, 40)))
+    return buf[:len(buf) - cut] if cut < len(buf) - 11 else buf
+
+
+@given(mostly_alike(), st.sampled_from([(1, 2, 8), (3, 1, 1), (16, 64, 1 << 14)]))
+@settings(max_examples=400, deadline=None)
+def test_a_scan_by_blocks_of_records_alike_finds_what_one_by_one_finds(
+        buf: bytes, tuning: Tuple[int, int, int]) -> None:
+    with scan_settings(*tuning):
+        assert scan_everything(buf) == one_by_one(buf)
+
+
+@pytest.mark.parametrize("start", [0, 5, 9_900, 99_000, 999_000])
+def test_records_alike_across_a_change_of_digits_are_all_found(start: int) -> None:
+    messages = [b"%05d" % (i,) for i in range(3000)]
+    buf = _format.db_header(start) + _format.records(start + 1, messages)
+    index, result = scan_file(buf)
+    assert list(index.nums) == list(range(start + 1, start + 3001))
+    assert served(buf, index) == list(zip(range(start + 1, start + 3001), messages))
+    assert (result.problems, result.torn_at, result.end) == ([], None, len(buf))
+    assert scan_everything(buf) == one_by_one(buf)
+
+
+def test_a_gap_in_numbering_among_records_alike_is_served_and_get_starts_after_it() -> None:
+    nums = list(range(1, 2001)) + list(range(2501, 5001))
+    buf = _format.db_header(0) + _format.records_of(nums, [b"m" * 20] * len(nums))
+    index, result = scan_file(buf)
+    assert list(index.nums) == nums
+    assert result.problems == []
+    # from=2200 lies in the gap: the next message there is is 2501.
+    assert index.nums[index.position(2200)] == 2501
+    assert index.position(2000) == 1999
+    assert scan_everything(buf) == one_by_one(buf)
+
+
+def test_a_renumbered_record_among_records_alike_is_skipped_as_one_by_one() -> None:
+    messages = [b"m" * 20] * 3000
+    buf = _format.db_header(0) + _format.records(1, messages)
+    # A person changed message 2000's number to 1500 (same width): skipped.
+    edited = buf.replace(b"\nKAF_MSG|2000|20\n", b"\nKAF_MSG|1500|20\n")
+    index, result = scan_file(edited)
+    assert 2000 not in list(index.nums) and len(index) == 2999
+    assert [p.text for p in result.problems] == ["message 1500 does not follow 1999: skipped"]
+    assert scan_everything(edited) == one_by_one(edited)
+
+
+def test_a_header_in_the_data_of_records_alike_is_data() -> None:
+    # Every message holds the header its successor would have: only the
+    # sizes tell records from data.
+    messages = [b"\nKAF_MSG|%d|30\n" % (n + 1,) + b"d" * (30 - len(b"\nKAF_MSG|%d|30\n" % (n + 1,)))
+                for n in range(1, 3001)]
+    buf = _format.db_header(0) + _format.records(1, messages)
+    index, _ = scan_file(buf)
+    assert served(buf, index) == list(zip(range(1, 3001), messages))
+
+
+def uniform_at(buf: bytes, num: int, first: int, most: int) -> Tuple[int, int]:
+    at = buf.index(b"\nKAF_MSG|%d|" % (num,))
+    m = _format._CANONICAL.match(buf, at)
+    assert m is not None
+    return _format._uniform(buf, at, len(buf), m, first, most)
+
+
+def test_a_block_of_records_alike_is_as_long_as_asked_and_followed_by_a_header() -> None:
+    buf = _format.db_header(0) + _format.records(1, [b"m" * 20] * 500)
+    length = len(_format.record(100, b"m" * 20))
+    assert uniform_at(buf, 100, 100, 64) == (64, length)
+    # Up to the last record followed by a whole header: 100 … 499, as 500
+    # is followed by nothing; 100 … 498 when 500's header is cut short.
+    assert uniform_at(buf, 100, 100, 1000) == (400, length)
+    assert uniform_at(buf[:-21], 100, 100, 1000) == (399, length)
+    # The header after the block is checked too.
+    edited = buf.replace(b"\nKAF_MSG|164|", b"\nKAF_MSG|165|")
+    assert uniform_at(edited, 100, 100, 64) == (0, 0)
+    assert uniform_at(edited, 100, 100, 63) == (63, length)
+
+
+def test_a_block_of_records_alike_stops_before_the_numbers_gain_a_digit() -> None:
+    buf = _format.db_header(0) + _format.records(1, [b"m" * 20] * 500)
+    # Headers 10 … 99 are alike; 100's has a digit more.
+    assert uniform_at(buf, 10, 10, 1000)[0] == 89
+
+
+@pytest.mark.parametrize("first", [99, 101])
+def test_a_block_of_records_alike_is_numbered_from_the_number_asked(first: int) -> None:
+    buf = _format.db_header(0) + _format.records(1, [b"m" * 20] * 500)
+    assert uniform_at(buf, 100, first, 64) == (0, 0)
+
+
+@given(st.integers(0, 10 ** 12), st.integers(1, 3000), st.integers(0, 5))
+def test_the_digits_of_a_place_over_consecutive_numbers(first: int, n: int, place: int) -> None:
+    expected = b"".join(b"%d" % ((k // 10 ** place) % 10,) for k in range(first, first + n))
+    assert _format._digit_column(first, n, place) == expected
+
+
+@given(st.integers(0, 10 ** 6), st.integers(1, 10 ** 5), st.integers(0, 300),
+       st.integers(1, 10 ** 9), st.lists(st.integers(1, 300), max_size=70),
+       st.integers(0, 3))
+def test_extend_uniform_indexes_as_extend_does(start: int, length: int, count: int, num: int,
+                                               before: List[int], gap: int) -> None:
+    a, b = Index(), Index()
+    for index in (a, b):
+        index.extend(11, before, [0], [1])
+    at = (a.end(len(a) - 1) if len(a) else 0) + gap + start * (not before)
+    a.extend(at, [length] * count, [0], [num])
+    b.extend_uniform(at, length, count, num)
+    assert (list(b.nums), list(b.starts), list(b.ends), b.dirty) == (
+        list(a.nums), list(a.starts), list(a.ends), a.dirty)
+    if len(a):
+        assert [b.end(i) for i in range(len(b))] == [a.end(i) for i in range(len(a))]
 
 
 # -- the strict parser of kaf bodies (batch=kaf) ---------------------------------
