@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
@@ -19,7 +21,7 @@ from twisted.internet.task import Clock
 
 from conftest import sync_runner
 from kaf.api import auth
-from kaf.api.metrics import Histogram, Metrics
+from kaf.api.metrics import CONTENT_TYPE as METRICS_TYPE, Histogram, Metrics
 from kaf.stats import Stats
 from kaf.engines.file.store import Store
 from kaf.api.web import KafWeb, make_site
@@ -261,6 +263,22 @@ def test_each_server_has_its_own_registry(tmp_path: Any, clock: Clock) -> None:
     _result(a.get_or_create("only-in-a").put([b"x"]))
     assert b"only-in-a" in Metrics(a).exposition()
     assert b"only-in-a" not in Metrics(b).exposition()
+
+
+def test_the_content_type_is_prometheus_clients_for_what_it_writes() -> None:
+    from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+    assert METRICS_TYPE == CONTENT_TYPE_LATEST.encode("ascii")
+
+
+def test_prometheus_client_is_imported_at_the_first_scrape_not_at_start_up() -> None:
+    # Start-up imports what a server runs (tap, web); /metrics is on by
+    # default, but only a scrape needs prometheus-client.
+    probe = ("import sys, kaf.tap, kaf.api.web; "
+             "print(sorted(m for m in sys.modules if m.startswith('prometheus_client')))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "[]"
 
 
 # -- a real server ----------------------------------------------------------------------

@@ -6,21 +6,25 @@ Nothing here runs on a put's path but two dictionary and list updates a
 request: the per-log counts are those the log services keep already (for
 C{_kaf}), and a L{KafCollector} reads them, and the counts of requests and
 latencies kept here, when the server is scraped.  Each server has its own
-registry, not prometheus-client's global one.
+registry, not prometheus-client's global one, made at the first scrape:
+prometheus-client is imported then, not at start-up (it costs a start
+10 ms and 1 MB on CPython, twice that on PyPy).
 """
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
-
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
-                                    HistogramMetricFamily, Metric)
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from typing import (TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence,
+                    Tuple)
 
 from kaf.engine import IEngine
 
-CONTENT_TYPE = CONTENT_TYPE_LATEST.encode("ascii")
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.core import HistogramMetricFamily, Metric
+
+#: prometheus-client's CONTENT_TYPE_LATEST, the format generate_latest writes
+#: (tests/test_metrics.py holds them equal).
+CONTENT_TYPE = b"text/plain; version=1.0.0; charset=utf-8"
 
 #: The routes requests are counted by; any other path counts as "other".
 ROUTES = frozenset([b"put", b"get", b"archive", b"logs", b"console", b"health", b"ready",
@@ -48,6 +52,8 @@ class Histogram:
         self.sum += value
 
     def family(self, name: str, documentation: str) -> HistogramMetricFamily:
+        from prometheus_client.core import HistogramMetricFamily
+
         buckets: List[Tuple[str, float]] = []
         total = 0
         for bound, count in zip(self.bounds, self.counts):
@@ -85,8 +91,7 @@ class Metrics:
         self.connections: Optional[Callable[[], int]] = None
         if syncing is not None:
             syncing.timed = self.fsync_latency.observe
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(KafCollector(self))
+        self._registry: Optional[CollectorRegistry] = None
 
     def request_done(self, request: Any) -> None:
         """Count a request whose reply is whole (a watcher of kaf.api.http)."""
@@ -107,7 +112,12 @@ class Metrics:
 
     def exposition(self) -> bytes:
         """The text format, scraped now."""
-        return generate_latest(self.registry)
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        if self._registry is None:
+            self._registry = CollectorRegistry(auto_describe=False)
+            self._registry.register(KafCollector(self))
+        return generate_latest(self._registry)
 
 
 class KafCollector:
@@ -117,6 +127,8 @@ class KafCollector:
         self._metrics = metrics
 
     def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         m = self._metrics
         logs = [log for log in m.store.used() if not hidden(log.name)]
         families = {
