@@ -11,14 +11,15 @@ import sys
 from typing import Any, Iterator, List
 
 import pytest
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IServiceMaker, MultiService
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python import usage
 
 from kaf.stats import StatsService
-from kaf.tap import GC_THRESHOLD, CollectorService, KafOptions, Options, StoreService, makeService
+from kaf.tap import (GC_THRESHOLD, CollectorService, KafOptions, Listener, Options, StoreService,
+                     makeService)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -177,7 +178,7 @@ def test_make_service_wires_store_stats_and_one_listener_per_endpoint(
     [store_service] = of_type(top, StoreService)
     assert store_service.store.folder == str(tmp_path / "data")
     assert len(of_type(top, StatsService)) == 1
-    assert len(of_type(top, StreamServerEndpointService)) == 2
+    assert len(of_type(top, Listener)) == 2
 
     [(port, factory, _, interface)] = reactor.tcpServers
     assert (port, interface) == (7750, "127.0.0.1")
@@ -265,6 +266,75 @@ def test_once_running_the_collector_looks_only_at_what_came_after_start_up(
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+# -- listening ----------------------------------------------------------------------
+
+
+class SlowEndpoint:
+    """An endpoint whose listen is answered when the test says."""
+
+    def __init__(self) -> None:
+        self.listening: "Deferred[Any]" = Deferred()
+        self.factories: List[Any] = []
+
+    def listen(self, factory: Any) -> "Deferred[Any]":
+        self.factories.append(factory)
+        return self.listening
+
+
+class Port:
+    stopped = False
+
+    def stopListening(self) -> None:
+        self.stopped = True
+
+
+def test_a_listener_listens_once_and_stops_listening_when_stopped() -> None:
+    endpoint = SlowEndpoint()
+    listener = Listener(endpoint, "site", "tcp:1")
+    listener.privilegedStartService()
+    listener.startService()
+    assert endpoint.factories == ["site"]
+    port = Port()
+    endpoint.listening.callback(port)
+    listener.stopService()
+    assert port.stopped and not listener.running
+
+
+def test_a_listen_that_fails_after_start_up_is_logged_not_dropped() -> None:
+    from twisted.logger import globalLogPublisher
+
+    endpoint = SlowEndpoint()
+    listener = Listener(endpoint, "site", "tcp:1")
+    listener.startService()
+    events: List[Any] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        endpoint.listening.errback(OSError("no such device"))
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    [event] = [e for e in events if e.get("log_failure") is not None]
+    assert event["endpoint"] == "tcp:1"
+    assert event["log_failure"].check(OSError)
+
+
+def test_a_listen_stopped_before_it_is_answered_is_cancelled_quietly() -> None:
+    endpoint = SlowEndpoint()
+    listener = Listener(endpoint, "site", "tcp:1")
+    listener.startService()
+    listener.stopService()
+    # Cancelled: the Deferred fired with CancelledError, which is not logged.
+    assert endpoint.listening.called
+
+
+def test_start_up_imports_no_automat_for_its_listeners() -> None:
+    # twisted.application.internet builds automat's state machines on import.
+    probe = ("import sys, kaf.tap, kaf.api.web; print(sorted(m for m in sys.modules "
+             "if m == 'twisted.application.internet' or m.startswith('automat')))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "[]"
 
 
 # -- the twistd plugin ------------------------------------------------------------
