@@ -27,7 +27,7 @@ from typing import Any, List, NamedTuple, Optional, Sequence
 
 from zope.interface import Attribute, Interface
 
-from kaf import _format
+from kaf import _format, _replies
 from kaf.errors import BadRequest, InvalidName, ReservedName
 
 
@@ -55,8 +55,9 @@ class Slice(NamedTuple):
             # Canonical records one after the other: found a few calls for
             # all of them, not a few a message.
             if base:
-                return _format.data_of_records(span, list(map(sub, self.ends, repeat(base))))
-            return _format.data_of_records(span, self.ends)
+                return _replies.messages_of_records(
+                    span, len(self), lambda: list(map(sub, self.ends, repeat(base))))
+            return _replies.messages_of_records(span, len(self), lambda: self.ends)
         out = []
         for s, e in zip(self.starts, self.ends):
             out.append(span[_format.data_offset(span, s - base):e - base])
@@ -67,6 +68,14 @@ class Slice(NamedTuple):
         if self.clean:
             return self.span
         return _format.records_of(self.nums, self.messages())
+
+    def raw_body(self) -> bytes:
+        """The body of a raw reply of these messages."""
+        return _replies.raw_body(self.messages())
+
+    def json_body(self) -> bytes:
+        """The body of a json reply of these messages."""
+        return _replies.json_body(self.messages())
 
 
 #: No message.

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from contextlib import contextmanager
-from itertools import accumulate
 from typing import Any, Iterator, List, Optional, Tuple
 
 import pytest
@@ -541,62 +540,3 @@ def test_kaf_body_with_bytes_after_its_last_message_is_rejected(
     body = _format.reply_header(len(messages)) + _format.records(1, messages)
     with pytest.raises(MalformedBatch):
         _format.parse_kaf_body(body + extra)
-
-
-# -- raw and json reply bodies, built for all the messages at once -------------
-
-import json as _json  # noqa: E402
-
-#: Messages a json reply must tell apart: JSON as it is, or text.
-JSONISH = st.one_of(
-    st.sampled_from([b"{}", b"[]", b'{"a": 1}', b" 1", b"1 ", b"\t[1,2]\n", b"true", b"nul",
-                     b"NaN", b"-Infinity", b"[NaN]", b"1 2", b'"x"', b'"x', b"0", b"-",
-                     b"01", b"\xff", b"caf\xc3\xa9", b'"caf\xc3\xa9"', b"\xe2\x82",
-                     b"[" * 5000 + b"]" * 5000, b"{" * 3000, b"a,\nb", b"\n", b" "]),
-    st.binary(min_size=1, max_size=12),
-    st.text(min_size=1, max_size=12).map(lambda t: t.encode("utf-8")),
-    st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
-                 lambda kids: st.lists(kids, max_size=3)
-                 | st.dictionaries(st.text(max_size=3), kids, max_size=3),
-                 max_leaves=6).map(lambda v: _json.dumps(v).encode("utf-8")),
-)
-
-
-@given(st.lists(JSONISH, max_size=20))
-def test_a_json_body_is_each_message_as_json_item_makes_it(messages: List[bytes]) -> None:
-    body = _format.json_body(messages)
-    assert body == b"[" + b",\n".join(map(_format.json_item, messages)) + b"]"
-    # And it is one JSON array of as many items.
-    assert len(_json.loads(body)) == len(messages)
-
-
-@pytest.mark.parametrize("message, item", [
-    (b'{"a": 1}', b'{"a": 1}'),
-    (b"NaN", b'"NaN"'),
-    (b"1 2", b'"1 2"'),
-    (b"\xff", b'"\\ufffd"'),
-    (b"[" * 5000 + b"]" * 5000, None),
-])
-def test_a_json_item_is_the_message_when_it_is_json_else_its_text(message: bytes,
-                                                                  item: Optional[bytes]) -> None:
-    got = _format.json_item(message)
-    if item is None:
-        # Too deep to check: sent as a string, so the reply stays JSON.
-        assert _json.loads(got) == message.decode()
-    else:
-        assert got == item
-
-
-@given(st.lists(st.binary(min_size=1, max_size=30), max_size=20))
-def test_a_raw_body_is_each_message_and_a_newline(messages: List[bytes]) -> None:
-    assert _format.raw_body(messages) == b"".join(m + b"\n" for m in messages)
-
-
-@given(st.lists(st.binary(min_size=1, max_size=30), min_size=1, max_size=20),
-       st.integers(1, 10 ** 9))
-def test_the_data_of_canonical_records_is_found_for_all_of_them(messages: List[bytes],
-                                                                first: int) -> None:
-    nums = list(range(first, first + len(messages)))
-    span, lengths = _format.records_and_lengths(nums, messages)
-    ends = list(accumulate(lengths))
-    assert _format.data_of_records(span, ends) == messages

@@ -5,8 +5,8 @@ it: web -> engine interface <- engines.
   - kaf/api/ (the HTTP layer) imports nothing of kaf.engines;
   - kaf/engines/ (the storage engines) import nothing of kaf.api, and no
     engine imports another;
-  - kaf/engine.py (the seam), kaf/errors.py and kaf/_format.py import
-    neither, and kaf/stats.py speaks only to the seam;
+  - kaf/engine.py (the seam), kaf/errors.py, kaf/_format.py and
+    kaf/_replies.py import neither, and kaf/stats.py speaks only to the seam;
   - kaf/tap.py is the wiring and imports both.
 
 Each module under kaf/ is parsed, not imported: an import inside a
@@ -39,6 +39,7 @@ RULES = [
     ("kaf.engine", ENGINES), ("kaf.engine", API),
     ("kaf.errors", ENGINES), ("kaf.errors", API),
     ("kaf._format", ENGINES), ("kaf._format", API),
+    ("kaf._replies", ENGINES), ("kaf._replies", API),
     ("kaf.stats", ENGINES), ("kaf.stats", API),
 ]
 

@@ -580,8 +580,8 @@ def _render(request: IRequest, fmt: bytes, reply: Reply) -> Any:
         request.write(head)
         return records
     if fmt == b"raw":
-        return _reply(request, OCTETS, _format.raw_body(s.messages()))
-    return _reply(request, JSON, _format.json_body(s.messages()))
+        return _reply(request, OCTETS, s.raw_body())
+    return _reply(request, JSON, s.json_body())
 
 
 # -- body limits, decided from the request line before the body is read ----

@@ -1,0 +1,249 @@
+"""
+Tests of the raw and json reply bodies (SPEC 3.2), L{kaf._replies}: the
+data of a run of records found by splitting it at once, and when that is
+not safe (data that hold framing, hand-edited files) by the slower ways;
+and the json checks.
+"""
+from __future__ import annotations
+
+import json
+from itertools import accumulate
+from typing import Any, Iterator, List, Optional, Sequence
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from treq.testing import StubTreq
+from twisted.internet.task import Clock
+
+from kaf import _format, _replies
+from kaf.api.web import KafWeb
+from kaf.engines.file.logfile import LogFile
+from kaf.engines.file.store import Store
+
+from conftest import fired, put_messages as put, sync_runner
+
+NOW = 1795932899.0
+
+#: Bytes a message may hold that look like Kaf's own framing.
+TRICKY = [b"\nKAF_MSG|1|2\n", b"\nKAF_MSG|99|0\n", b"\nKAF_MSG|", b"KAF_MSG|3|1\n",
+          b"KAF_MSG|", b"KAF_MSGS|v1|2", b"\n", b"\n\n", b"\r\n", b"|", b"\x00", b"\xff"]
+
+message = st.one_of(
+    st.binary(max_size=40),
+    st.lists(st.one_of(st.sampled_from(TRICKY), st.binary(max_size=4)),
+             max_size=6).map(b"".join),
+)
+
+#: Nested deeper than any parser's stack, on either Python: text.  (PyPy
+#: parses 5,000 levels or not, as deep as its stack already is.)
+DEEP = b"[" * 100_000 + b"]" * 100_000
+
+#: Messages a json reply must tell apart: JSON as it is, or text.
+JSONISH = st.one_of(
+    st.sampled_from([b"{}", b"[]", b'{"a": 1}', b" 1", b"1 ", b"\t[1,2]\n", b"true", b"nul",
+                     b"NaN", b"-Infinity", b"[NaN]", b"1 2", b'"x"', b'"x', b"0", b"-",
+                     b"01", b"\xff", b"caf\xc3\xa9", b'"caf\xc3\xa9"', b"\xe2\x82",
+                     DEEP, b"{" * 3000, b"a,\nb", b"\n", b" ", b""]),
+    st.binary(min_size=1, max_size=12),
+    st.text(min_size=1, max_size=12).map(lambda t: t.encode("utf-8")),
+    st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+                 lambda kids: st.lists(kids, max_size=3)
+                 | st.dictionaries(st.text(max_size=3), kids, max_size=3),
+                 max_leaves=6).map(lambda v: json.dumps(v).encode("utf-8")),
+)
+
+
+def span_of(messages: Sequence[bytes], first: int = 1) -> bytes:
+    return _format.records(first, list(messages)) if messages else b""
+
+
+def ends_of(messages: Sequence[bytes], first: int = 1) -> List[int]:
+    nums = range(first, first + len(messages))
+    return list(accumulate(_format.records_and_lengths(nums, messages)[1]))
+
+
+# -- the data of records ------------------------------------------------------------
+
+@pytest.mark.parametrize("messages", [
+    [b"one"], [b"a", b"bb", b""], [b'{"n": 1}', b"x" * 1000, b"|", b"\r"], [b""],
+])
+def test_records_whose_data_hold_no_newline_are_split_at_their_headers(
+        messages: List[bytes]) -> None:
+    assert _replies.split_records(span_of(messages, 9_999_998), len(messages)) == messages
+
+
+@pytest.mark.parametrize("messages", [
+    [b"two\nlines"], [b"\n", b"", b"a\r\nb", b"\n\n"], [b'{\n  "a": 1\n}', b"x"],
+])
+def test_records_whose_data_hold_newlines_are_split_by_the_pattern_of_a_header(
+        messages: List[bytes]) -> None:
+    assert _replies.split_records(span_of(messages, 98), len(messages)) == messages
+
+
+def test_records_whose_data_hold_kaf_msg_and_no_newline_are_split_at_their_newlines() -> None:
+    messages = [b"KAF_MSG|1|2", b"xKAF_MSG|", b"KAF_MSG|3|1"]
+    assert _replies.split_records(span_of(messages), 3) == messages
+
+
+@pytest.mark.parametrize("messages", [
+    [b"a\n", b"xKAF_MSG|y"],
+    [b"\nKAF_MSG|1|2\nzz"],
+    # With the newline that begins the next header, this one's end reads as
+    # a header: splitting there would take the next one's for data.
+    [b"data\nKAF_MSG|7|1", b"b"],
+    [b"\nKAF_MSG|"],
+])
+def test_records_whose_data_hold_newlines_and_kaf_msg_are_not_split(
+        messages: List[bytes]) -> None:
+    span = span_of(messages)
+    assert _replies.split_records(span, len(messages)) is None
+    assert _replies.messages_of_records(span, len(messages), lambda: ends_of(messages)) \
+        == messages
+
+
+@given(st.lists(message, max_size=20), st.integers(1, 10 ** 12))
+@settings(max_examples=300)
+def test_split_records_finds_the_data_or_nothing(messages: List[bytes], first: int) -> None:
+    span = span_of(messages, first)
+    assert _replies.split_records(span, len(messages)) in (None, messages)
+    assert _replies.messages_of_records(span, len(messages),
+                                        lambda: ends_of(messages, first)) == messages
+
+
+@given(st.lists(st.binary(min_size=1, max_size=30), min_size=1, max_size=20),
+       st.integers(1, 10 ** 9))
+def test_the_data_of_canonical_records_is_found_for_all_of_them(messages: List[bytes],
+                                                                first: int) -> None:
+    assert _replies.data_of_records(span_of(messages, first), ends_of(messages, first)) \
+        == messages
+
+
+@pytest.mark.parametrize("split_first", [True, False])
+def test_the_data_are_split_first_or_found_from_their_ends_as_the_python_does_best(
+        monkeypatch: Any, split_first: bool) -> None:
+    messages = [b"m%d" % (n,) for n in range(100)]
+    span = span_of(messages)
+
+    def unused(*args: Any) -> Any:
+        raise AssertionError("not the way of this Python")
+
+    monkeypatch.setattr(_replies, "_SPLIT_FIRST", split_first)
+    monkeypatch.setattr(_replies, "data_of_records" if split_first else "split_records",
+                        unused)
+    assert _replies.messages_of_records(span, 100, lambda: ends_of(messages)) == messages
+
+
+# -- raw -----------------------------------------------------------------------------
+
+@given(st.lists(st.binary(min_size=1, max_size=30), max_size=20))
+def test_a_raw_body_is_each_message_and_a_newline(messages: List[bytes]) -> None:
+    assert _replies.raw_body(messages) == b"".join(m + b"\n" for m in messages)
+
+
+# -- json ----------------------------------------------------------------------------
+
+@given(st.lists(JSONISH, max_size=20))
+def test_a_json_body_is_each_message_as_json_item_makes_it(messages: List[bytes]) -> None:
+    body = _replies.json_body(messages)
+    assert body == b"[" + b",\n".join(map(_replies.json_item, messages)) + b"]"
+    # And it is one JSON array of as many items.
+    assert len(json.loads(body)) == len(messages)
+
+
+@pytest.mark.parametrize("message, item", [
+    (b'{"a": 1}', b'{"a": 1}'),
+    (b"NaN", b'"NaN"'),
+    (b"1 2", b'"1 2"'),
+    (b"\xff", b'"\\ufffd"'),
+    (DEEP, None),
+])
+def test_a_json_item_is_the_message_when_it_is_json_else_its_text(message: bytes,
+                                                                  item: Optional[bytes]) -> None:
+    got = _replies.json_item(message)
+    if item is None:
+        # Too deep to check: sent as a string, so the reply stays JSON.
+        assert json.loads(got) == message.decode()
+    else:
+        assert got == item
+
+
+# -- a log file's replies ------------------------------------------------------------
+
+def log_with(folder: str, messages: List[bytes]) -> LogFile:
+    f = LogFile.create(folder, "log")
+    put(f, messages)
+    return f
+
+
+def replies_of(f: LogFile, expected: List[bytes]) -> None:
+    """Every raw and json reply of every range of the file is SPEC 3.2's."""
+    n = len(expected)
+    assert len(f.index) == n
+    for i in range(n):
+        for j in range(i + 1, n + 1):
+            s = f.read(i, j - i)
+            assert s.messages() == expected[i:j]
+            assert s.raw_body() == b"".join(m + b"\n" for m in expected[i:j])
+            assert s.json_body() == b"[" + b",\n".join(
+                map(_replies.json_item, expected[i:j])) + b"]"
+
+
+def test_replies_of_messages_that_hold_framing_are_exact(tmp_path: Any) -> None:
+    messages = [b"x", b"\nKAF_MSG|9|1\ny", b"zKAF_MSG|", b"two\nlines", b'{"a": 1}', b""]
+    f = log_with(str(tmp_path), messages)
+    replies_of(f, messages)
+    f.close()
+
+
+def test_replies_of_a_hand_edited_file_are_exact(tmp_path: Any) -> None:
+    # Blank lines before a header, a size that disagrees with its data
+    # (rule 4), a number written with a leading zero, a newline an editor
+    # added at the end: none of it is in a reply.
+    path = tmp_path / "log"
+    path.write_bytes(b"KAF_DB|v1|0\nKAF_MSG|1|4\naaaa\n\n\nKAF_MSG|2|4\nbbbb"
+                     b"\nKAF_MSG|3|2\n[3, 3]\nKAF_MSG|04|1\nd\nKAF_MSG|5|1\ne\n")
+    f = LogFile(str(tmp_path), "log")
+    f.open(NOW)
+    replies_of(f, [b"aaaa", b"bbbb", b"[3, 3]", b"d", b"e"])
+    f.close()
+
+
+# -- through HTTP --------------------------------------------------------------------
+
+class Kaf:
+    """The web app over a store in C{folder}, in memory."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self.store = Store(folder, Clock(), sync_runner, fsync=True)
+        self.store.load()
+        self.treq = StubTreq(KafWeb(self.store).resource())
+
+    def request(self, method: str, path: str, body: Optional[bytes] = None) -> bytes:
+        d = self.treq.request(method, "http://kaf.test" + path, data=body)
+        self.treq.flush()
+        response = fired(d)
+        content = self.treq.content(response)
+        self.treq.flush()
+        assert response.code == 200
+        return fired(content)
+
+
+@pytest.fixture
+def kaf(tmp_path: Any) -> Iterator[Kaf]:
+    made = Kaf(str(tmp_path / "data"))
+    yield made
+    made.store.close()
+
+
+def test_gets_of_messages_that_hold_framing_are_exact(kaf: Kaf) -> None:
+    messages = [b"a", b"\nKAF_MSG|1|2\nzz", b"data\nKAF_MSG|7|1", b'{"n": 4}']
+    kaf.request("POST", "/put/x?batch=kaf", b"KAF_MSGS|v1|4" + _format.records(1, messages))
+    assert kaf.request("GET", "/get/x?from=1&format=raw") == b"".join(m + b"\n" for m in messages)
+    assert kaf.request("GET", "/get/x?from=2&format=raw") == b"".join(
+        m + b"\n" for m in messages[1:])
+    for _ in range(2):
+        assert json.loads(kaf.request("GET", "/get/x?from=1&format=json")) == [
+            "a", "\nKAF_MSG|1|2\nzz", "data\nKAF_MSG|7|1", {"n": 4}]
+
