@@ -1,6 +1,7 @@
 """
 The C{raw} and C{json} reply bodies (SPEC 3.2), built from a run of
-canonical records.  Pure functions, no I/O.
+canonical records, and what a log keeps to build its json replies fast:
+which of its messages are JSON.  Pure functions and data, no I/O.
 
 A reply holds up to 10,000 messages: each body is built by a few calls
 that run over all of them in C (split, join, one decode, one json.dumps),
@@ -11,10 +12,10 @@ from __future__ import annotations
 import json
 import re
 import sys
-from itertools import accumulate, chain, repeat
+from itertools import accumulate, chain, compress, repeat
 from json.decoder import WHITESPACE as _JSON_SPACE
-from operator import add, itemgetter
-from typing import Callable, List, Optional, Sequence
+from operator import add, is_not, itemgetter
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 # -- the data of records ----------------------------------------------------------
 
@@ -116,30 +117,48 @@ def json_item(message: bytes) -> bytes:
         return json.dumps(text).encode("utf-8")
 
 
-def json_body(messages: Sequence[bytes]) -> bytes:
+def json_body(messages: Sequence[bytes], kinds: Optional["JsonKinds"] = None,
+              at: int = 0) -> bytes:
     """
     A C{json} reply: C{[} + the messages joined by C{,\\n} + C{]}, a
     message that is valid JSON as it is, any other as a JSON string of its
     text (invalid UTF-8 replaced).  The same bytes as L{json_item} for each
     message joined, with the messages decoded together and those that are
     text encoded together.
+
+    With C{kinds}, what is known of the log's messages (the first of these
+    at position C{at}): when the kind of each is known, none is checked;
+    otherwise all are, and what is found is kept there.
     """
     n = len(messages)
+    if kinds is not None:
+        texts = kinds.texts(at, at + n)
+        if texts is not None:
+            return _json_of_kinds(messages, texts)
+    body, found = _json_checked(messages)
+    if kinds is not None:
+        kinds.learn(at, n, found)
+    return body
+
+
+def _json_checked(messages: Sequence[bytes]) -> Tuple[bytes, Sequence[int]]:
+    """L{json_body}, each message checked; and where those sent as text are."""
+    n = len(messages)
     if not n:
-        return b"[]"
+        return b"[]", ()
     joined = b",\n".join(messages)
     try:
         # ',' and '\n' cannot be part of a UTF-8 sequence: the whole is
         # valid UTF-8 exactly when every message is.
         text = joined.decode("utf-8")
     except UnicodeDecodeError:
-        return b"[" + b",\n".join(map(json_item, messages)) + b"]"
+        return _json_by_item(messages)
     if len(text) == len(joined):
         lengths = list(map(len, messages))
     else:
         lengths = list(map(len, map(bytes.decode, messages)))
     if not min(lengths):
-        return b"[" + b",\n".join(map(json_item, messages)) + b"]"
+        return _json_by_item(messages)
     # Where each message lies in the text.
     starts = list(accumulate(map(add, lengths[:-1], repeat(2)), initial=0))
     ends = list(map(add, starts, lengths))
@@ -147,12 +166,12 @@ def json_body(messages: Sequence[bytes]) -> bytes:
     if _MAY_BEGIN_JSON.search(firsts) is None:
         # No message can be JSON: they are all text, encoded at once.
         texts = list(map(text.__getitem__, map(slice, starts, ends)))
-        return json.dumps(texts, separators=(",\n", ":")).encode("ascii")
+        return json.dumps(texts, separators=(",\n", ":")).encode("ascii"), range(n)
     if _SCAN_IN_PLACE and _NOT_VALUE_START.search(firsts) is None:
         # Every message begins as a value does: most often all are JSON.
         try:
             if list(map(_SECOND, map(_SCAN, repeat(text), starts))) == ends:
-                return b"[" + joined + b"]"
+                return b"[" + joined + b"]", ()
         except (StopIteration, ValueError, RecursionError):
             pass
     # Message by message: which are JSON; the others encoded at once.
@@ -161,14 +180,44 @@ def json_body(messages: Sequence[bytes]) -> bytes:
     others = [i for i in range(n)
               if may(firsts, i) is None or not valid(text, starts[i], ends[i])]
     if not others:
-        return b"[" + joined + b"]"
-    texts = [text[starts[i]:ends[i]] for i in others]
-    encoded = json.dumps(texts, separators=(",\n", ":"))
+        return b"[" + joined + b"]", ()
+    encoded = json.dumps([text[starts[i]:ends[i]] for i in others], separators=(",\n", ":"))
     if len(others) == n:
+        return encoded.encode("ascii"), others
+    return _json_with_texts(messages, others, encoded), others
+
+
+def _json_by_item(messages: Sequence[bytes]) -> Tuple[bytes, Sequence[int]]:
+    """L{_json_checked} by L{json_item}, which gives back a message that is JSON itself."""
+    items = list(map(json_item, messages))
+    texts = list(compress(range(len(items)), map(is_not, items, messages)))
+    return b"[" + b",\n".join(items) + b"]", texts
+
+
+def _json_of_kinds(messages: Sequence[bytes], texts: Sequence[int]) -> bytes:
+    """L{json_body} of messages whose kinds are known: those at C{texts} are text."""
+    n = len(messages)
+    if not texts:
+        if n < 2:
+            return b"[" + b"".join(messages) + b"]"
+        # The brackets joined to the first and last messages, not around
+        # the whole: two copies of the reply fewer.
+        items = list(messages)
+        items[0] = b"[" + items[0]
+        items[-1] = items[-1] + b"]"
+        return b",\n".join(items)
+    encoded = json.dumps([messages[i].decode("utf-8", "replace") for i in texts],
+                         separators=(",\n", ":"))
+    if len(texts) == n:
         return encoded.encode("ascii")
+    return _json_with_texts(messages, texts, encoded)
+
+
+def _json_with_texts(messages: Sequence[bytes], texts: Sequence[int], encoded: str) -> bytes:
+    """The messages, those at C{texts} replaced by the strings of the array C{encoded}."""
     # The strings are ASCII with their newlines escaped: ",\n" separates them.
     items = list(messages)
-    for i, item in zip(others, encoded[1:-1].split(",\n")):
+    for i, item in zip(texts, encoded[1:-1].split(",\n")):
         items[i] = item.encode("ascii")
     return b"[" + b",\n".join(items) + b"]"
 
@@ -191,3 +240,83 @@ def _valid_alone(text: str, start: int, end: int) -> bool:
     except (ValueError, RecursionError):
         return False
     return True
+
+
+# -- which messages are JSON ----------------------------------------------------------
+
+#: A message's kind in L{JsonKinds}: not checked yet, JSON, or text.
+UNKNOWN, JSON, TEXT = 0, 1, 2
+#: L{JsonKinds} keeps the kinds of 2 ** KIND_SHIFT consecutive positions a
+#: block, and at most KIND_BLOCKS blocks (1 MiB, a million messages) a log.
+KIND_SHIFT = 12
+KIND_BLOCK = 1 << KIND_SHIFT
+KIND_BLOCKS = 256
+_JSON_RUN = bytes([JSON]) * KIND_BLOCK
+
+
+class JsonKinds:
+    """
+    Which messages of a log json replies found to be JSON, and which text,
+    by their position in the log's index.  A message never changes (an
+    edit of the file makes a new index, and new kinds), so it is checked
+    once, and a reply of messages whose kinds are all known costs a few
+    calls, however many they are.  One byte a message, in blocks of
+    consecutive positions; beyond L{KIND_BLOCKS}, the block used least
+    recently is forgotten.
+    """
+
+    __slots__ = ("_blocks",)
+
+    def __init__(self) -> None:
+        # In the order they were last used.
+        self._blocks: Dict[int, bytearray] = {}
+
+    @property
+    def nbytes(self) -> int:
+        """The bytes of kinds kept."""
+        return len(self._blocks) * KIND_BLOCK
+
+    def texts(self, i: int, j: int) -> Optional[List[int]]:
+        """
+        Where the text messages are among positions C{i} … C{j-1} (counted
+        from C{i}), or None when the kind of one of them is not known.
+        """
+        out: List[int] = []
+        blocks = self._blocks
+        for b in range(i >> KIND_SHIFT, ((j - 1) >> KIND_SHIFT) + 1 if j > i else 0):
+            block = blocks.pop(b, None)
+            if block is None:
+                return None
+            blocks[b] = block
+            origin = b << KIND_SHIFT
+            lo, hi = max(i - origin, 0), min(j - origin, KIND_BLOCK)
+            if block.find(UNKNOWN, lo, hi) >= 0:
+                return None
+            k = block.find(TEXT, lo, hi)
+            while k >= 0:
+                out.append(origin + k - i)
+                k = block.find(TEXT, k + 1, hi)
+        return out
+
+    def learn(self, i: int, count: int, texts: Sequence[int]) -> None:
+        """
+        Positions C{i} … C{i+count-1} were checked: those at C{texts}
+        (counted from C{i}) are text, the others JSON.
+        """
+        blocks = self._blocks
+        for b in range(i >> KIND_SHIFT, ((i + count - 1) >> KIND_SHIFT) + 1 if count else 0):
+            block = blocks.pop(b, None)
+            if block is None:
+                block = bytearray(KIND_BLOCK)
+                if len(blocks) >= KIND_BLOCKS:
+                    del blocks[next(iter(blocks))]
+            blocks[b] = block
+            origin = b << KIND_SHIFT
+            lo, hi = max(i - origin, 0), min(i + count - origin, KIND_BLOCK)
+            block[lo:hi] = _JSON_RUN[:hi - lo]
+        for t in texts:
+            p = i + t
+            # (A block forgotten meanwhile is checked again when asked for.)
+            block = blocks.get(p >> KIND_SHIFT)
+            if block is not None:
+                block[p & (KIND_BLOCK - 1)] = TEXT

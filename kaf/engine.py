@@ -28,6 +28,7 @@ from typing import Any, List, NamedTuple, Optional, Sequence
 from zope.interface import Attribute, Interface
 
 from kaf import _format, _replies
+from kaf._replies import JsonKinds
 from kaf.errors import BadRequest, InvalidName, ReservedName
 
 
@@ -35,7 +36,9 @@ class Slice(NamedTuple):
     """
     Messages read from a log: C{span} holds the log's bytes from C{base};
     C{nums}, C{starts}, C{ends} locate each message's record in it.  When
-    C{clean}, C{span} is exactly the records of a kaf reply.
+    C{clean}, C{span} is exactly the records of a kaf reply.  C{kinds},
+    when the engine keeps them, are which of the log's messages are JSON,
+    the first of these at position C{at} there (see L{JsonKinds}).
     """
 
     span: bytes
@@ -44,6 +47,8 @@ class Slice(NamedTuple):
     starts: Sequence[int]
     ends: Sequence[int]
     clean: bool
+    kinds: Optional[JsonKinds] = None
+    at: int = 0
 
     def __len__(self) -> int:
         return len(self.nums)
@@ -75,7 +80,7 @@ class Slice(NamedTuple):
 
     def json_body(self) -> bytes:
         """The body of a json reply of these messages."""
-        return _replies.json_body(self.messages())
+        return _replies.json_body(self.messages(), self.kinds, self.at)
 
 
 #: No message.

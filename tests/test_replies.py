@@ -2,11 +2,14 @@
 Tests of the raw and json reply bodies (SPEC 3.2), L{kaf._replies}: the
 data of a run of records found by splitting it at once, and when that is
 not safe (data that hold framing, hand-edited files) by the slower ways;
-and the json checks.
+the json checks; and the kinds of messages (JSON or text) a log keeps so
+that a message is checked once, dropped whenever its positions could mean
+other messages (a re-read after an edit, an archive, a closed file).
 """
 from __future__ import annotations
 
 import json
+import os
 from itertools import accumulate
 from typing import Any, Iterator, List, Optional, Sequence
 
@@ -17,6 +20,7 @@ from treq.testing import StubTreq
 from twisted.internet.task import Clock
 
 from kaf import _format, _replies
+from kaf._replies import KIND_BLOCK, KIND_BLOCKS, JsonKinds
 from kaf.api.web import KafWeb
 from kaf.engines.file.logfile import LogFile
 from kaf.engines.file.store import Store
@@ -61,6 +65,11 @@ def span_of(messages: Sequence[bytes], first: int = 1) -> bytes:
 def ends_of(messages: Sequence[bytes], first: int = 1) -> List[int]:
     nums = range(first, first + len(messages))
     return list(accumulate(_format.records_and_lengths(nums, messages)[1]))
+
+
+def texts_of(messages: Sequence[bytes]) -> List[int]:
+    """Where the messages that a json reply sends as text are."""
+    return [i for i, m in enumerate(messages) if _replies.json_item(m) is not m]
 
 
 # -- the data of records ------------------------------------------------------------
@@ -168,6 +177,102 @@ def test_a_json_item_is_the_message_when_it_is_json_else_its_text(message: bytes
         assert got == item
 
 
+@given(st.lists(JSONISH, max_size=20), st.integers(0, 3 * KIND_BLOCK))
+@settings(max_examples=300)
+def test_a_json_body_from_known_kinds_is_the_body_of_checked_messages(
+        messages: List[bytes], at: int) -> None:
+    kinds = JsonKinds()
+    expected = _replies.json_body(messages)
+    assert _replies.json_body(messages, kinds, at) == expected
+    assert kinds.texts(at, at + len(messages)) == texts_of(messages)
+    assert _replies.json_body(messages, kinds, at) == expected
+
+
+def test_messages_whose_kinds_are_known_are_not_checked_again(monkeypatch: Any) -> None:
+    messages = [b'{"n": %d}' % (n,) for n in range(1000)]
+    kinds = JsonKinds()
+    first = _replies.json_body(messages, kinds, 5000)
+    part = _replies.json_body(messages[10:20])
+
+    def checked(*args: Any) -> Any:
+        raise AssertionError("checked again")
+
+    monkeypatch.setattr(_replies, "_json_checked", checked)
+    assert _replies.json_body(messages, kinds, 5000) == first
+    assert _replies.json_body(messages[10:20], kinds, 5010) == part
+    # A range partly unknown is checked (here: refused).
+    with pytest.raises(AssertionError, match="checked again"):
+        _replies.json_body(messages, kinds, 5001)
+
+
+def test_a_kind_once_known_is_what_the_reply_uses() -> None:
+    # The kinds are trusted: they must be dropped whenever a position may
+    # hold another message (see the tests of logs below).
+    kinds = JsonKinds()
+    kinds.learn(7, 2, [0])
+    assert _replies.json_body([b'{"a": 1}', b"plain"], kinds, 7) == b'["{\\"a\\": 1}",\nplain]'
+
+
+def test_an_invalid_json_message_among_valid_ones_is_known_as_text() -> None:
+    messages = [b'{"a": 1}', b"[1,\n2]", b'{"broken": ', b"3", b"NaN", b"caf\xe9", b'"s"']
+    kinds = JsonKinds()
+    body = _replies.json_body(messages, kinds, 0)
+    assert json.loads(body) == [{"a": 1}, [1, 2], '{"broken": ', 3, "NaN", "caf\ufffd", "s"]
+    assert kinds.texts(0, 7) == [2, 4, 5]
+    assert _replies.json_body(messages, kinds, 0) == body
+    # Any part of them, from what is known.
+    for i in range(7):
+        for j in range(i, 8):
+            assert _replies.json_body(messages[i:j], kinds, i) == \
+                _replies.json_body(messages[i:j])
+
+
+@pytest.mark.parametrize("messages", [
+    [b"hello", b"world"],           # all text, found at once
+    [b"caf\xe9", b"x"],             # invalid UTF-8: message by message
+    [b"", b"1", b"text"],           # an empty message: message by message
+    [b"1", b"2", b"x"],
+])
+def test_texts_known_are_encoded_as_a_check_would(messages: List[bytes]) -> None:
+    kinds = JsonKinds()
+    body = _replies.json_body(messages, kinds, 3)
+    assert kinds.texts(3, 3 + len(messages)) == texts_of(messages)
+    assert _replies.json_body(messages, kinds, 3) == body
+    assert body == b"[" + b",\n".join(map(_replies.json_item, messages)) + b"]"
+
+
+def test_kinds_unknown_or_partly_known_are_not_known() -> None:
+    kinds = JsonKinds()
+    assert kinds.texts(0, 10) is None
+    kinds.learn(0, 10, [3])
+    assert kinds.texts(0, 10) == [3]
+    assert kinds.texts(2, 5) == [1]
+    assert kinds.texts(0, 11) is None
+    assert kinds.texts(5, 5) == []
+
+
+def test_kinds_across_blocks_are_found_in_each() -> None:
+    kinds = JsonKinds()
+    at = KIND_BLOCK - 3
+    kinds.learn(at, KIND_BLOCK + 10, [1, 5, KIND_BLOCK + 9])
+    assert kinds.texts(at, at + KIND_BLOCK + 10) == [1, 5, KIND_BLOCK + 9]
+    assert kinds.texts(KIND_BLOCK, KIND_BLOCK + 4) == [2]
+    assert kinds.nbytes == 3 * KIND_BLOCK
+
+
+def test_kinds_keep_at_most_their_blocks_and_forget_the_least_recently_used() -> None:
+    kinds = JsonKinds()
+    for b in range(KIND_BLOCKS):
+        kinds.learn(b * KIND_BLOCK, 1, [])
+    # Block 0 used again: block 1 is now the least recently used.
+    assert kinds.texts(0, 1) == []
+    kinds.learn(KIND_BLOCKS * KIND_BLOCK, 1, [0])
+    assert kinds.nbytes == KIND_BLOCKS * KIND_BLOCK
+    assert kinds.texts(KIND_BLOCK, KIND_BLOCK + 1) is None
+    assert kinds.texts(0, 1) == []
+    assert kinds.texts(KIND_BLOCKS * KIND_BLOCK, KIND_BLOCKS * KIND_BLOCK + 1) == [0]
+
+
 # -- a log file's replies ------------------------------------------------------------
 
 def log_with(folder: str, messages: List[bytes]) -> LogFile:
@@ -209,6 +314,50 @@ def test_replies_of_a_hand_edited_file_are_exact(tmp_path: Any) -> None:
     f.close()
 
 
+def test_a_log_file_keeps_the_kinds_of_its_messages_while_open(tmp_path: Any) -> None:
+    f = log_with(str(tmp_path), [b'{"a": 1}', b"text", b"2"])
+    assert f.read(0, 3).json_body() == b'[{"a": 1},\n"text",\n2]'
+    assert f.json_kinds.texts(0, 3) == [1]
+    assert f.read(1, 2).kinds is f.json_kinds
+    f.close()
+    # Closed (as when evicted to make room): forgotten.
+    assert f.json_kinds.texts(0, 3) is None
+
+
+def test_an_archived_log_checks_its_messages_again(tmp_path: Any) -> None:
+    f = log_with(str(tmp_path), [b"text one", b"text two", b'{"j": 3}', b'{"j": 4}'])
+    assert f.read(0, 4).json_body() == b'["text one",\n"text two",\n{"j": 3},\n{"j": 4}]'
+    _, _, kept, after = f.archive(2, NOW)
+    f.close()
+    assert kept == 2
+    # Positions 0 and 1 now hold messages 3 and 4: not text.
+    assert after.read(0, 2).json_body() == b'[{"j": 3},\n{"j": 4}]'
+    after.close()
+
+
+def test_a_log_re_read_after_an_edit_checks_its_messages_again(tmp_path: Any) -> None:
+    f = log_with(str(tmp_path), [b'{"a": 1}', b'{"b": 2}'])
+    assert f.read(0, 2).json_body() == b'[{"a": 1},\n{"b": 2}]'
+    edit_in_place(f.path, b'{"b": 2}', b'{"b": x}')
+    assert f.changed_on_disk()
+    new, _ = f.reloaded(NOW)
+    f.close()
+    assert new.read(0, 2).json_body() == b'[{"a": 1},\n"{\\"b\\": x}"]'
+    new.close()
+
+
+def edit_in_place(path: str, old: bytes, new: bytes) -> None:
+    """What an editor does: the same bytes but these, saved later."""
+    with open(path, "r+b") as f:
+        content = f.read()
+        assert content.count(old) == 1
+        f.seek(0)
+        f.write(content.replace(old, new))
+        f.truncate()
+    st_ = os.stat(path)
+    os.utime(path, ns=(st_.st_atime_ns, st_.st_mtime_ns + 10 ** 9))
+
+
 # -- through HTTP --------------------------------------------------------------------
 
 class Kaf:
@@ -247,3 +396,19 @@ def test_gets_of_messages_that_hold_framing_are_exact(kaf: Kaf) -> None:
         assert json.loads(kaf.request("GET", "/get/x?from=1&format=json")) == [
             "a", "\nKAF_MSG|1|2\nzz", "data\nKAF_MSG|7|1", {"n": 4}]
 
+
+def test_a_json_get_after_the_file_is_edited_checks_the_messages_again(kaf: Kaf) -> None:
+    for m in (b'{"a": 1}', b'{"b": 2}'):
+        kaf.request("POST", "/put/x", m)
+    assert kaf.request("GET", "/get/x?from=1&format=json") == b'[{"a": 1},\n{"b": 2}]'
+    edit_in_place(os.path.join(kaf.folder, "x"), b'{"b": 2}', b'{"b": x}')
+    assert kaf.request("GET", "/get/x?from=1&format=json") == b'[{"a": 1},\n"{\\"b\\": x}"]'
+
+
+def test_a_json_get_after_an_archive_checks_the_messages_again(kaf: Kaf) -> None:
+    for m in (b"text one", b"text two", b'{"j": 3}', b'{"j": 4}'):
+        kaf.request("POST", "/put/x", m)
+    assert json.loads(kaf.request("GET", "/get/x?from=1&format=json")) == [
+        "text one", "text two", {"j": 3}, {"j": 4}]
+    kaf.request("POST", "/archive/x?upto=2")
+    assert kaf.request("GET", "/get/x?from=1&format=json") == b'[{"j": 3},\n{"j": 4}]'

@@ -15,6 +15,7 @@ from typing import List, NamedTuple, NoReturn, Optional, Sequence, Tuple
 from zope.interface import implementer
 
 from kaf import _format
+from kaf._replies import JsonKinds
 from kaf.engine import IPieces, Slice
 from kaf.errors import OutOfDescriptors, StorageFull, UnreadableLog, WriteFailed
 
@@ -88,12 +89,14 @@ class LogFile:
     """
 
     __slots__ = ("folder", "name", "fd", "_index", "start", "last_num", "size",
-                 "error", "missing", "indexed", "_stat_key", "_count", "_first_num")
+                 "error", "missing", "indexed", "_stat_key", "_count", "_first_num",
+                 "_kinds")
 
     def __init__(self, folder: str, name: str) -> None:
         self.folder = folder
         self.name = name
         self.fd: Optional[int] = None
+        self._kinds: Optional[JsonKinds] = None
         self.index = _format.Index()
         self.start = 0
         self.last_num = 0
@@ -125,6 +128,20 @@ class LogFile:
     @index.setter
     def index(self, index: _format.Index) -> None:
         self._index = index
+        # Kinds are by position: another index's positions are other messages.
+        self._kinds = None
+
+    @property
+    def json_kinds(self) -> JsonKinds:
+        """
+        Which of the messages json replies found to be JSON, by index
+        position: kept while the file is open with this index (an archive or
+        a re-read after an edit makes another LogFile, or another index).
+        """
+        kinds = self._kinds
+        if kinds is None:
+            kinds = self._kinds = JsonKinds()
+        return kinds
 
     @property
     def count(self) -> int:
@@ -378,6 +395,9 @@ class LogFile:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+        # A closed log (evicted to make room for another) gives their
+        # memory back: they are found again as they are asked for.
+        self._kinds = None
 
     # -- writing ------------------------------------------------------------
 
@@ -496,7 +516,8 @@ class LogFile:
         j = i + count
         return Slice(span, base, index.nums_of(i, j),
                      _format.Column(index.start, index.starts_of, i, j),
-                     _format.Column(index.end, index.ends_of, i, j), clean)
+                     _format.Column(index.end, index.ends_of, i, j), clean,
+                     self.json_kinds, i)
 
     def pieces(self, i: int, count: int) -> Optional[Tuple[Slice, Pieces]]:
         """
