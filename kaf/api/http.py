@@ -668,11 +668,12 @@ class HTTPConnection(Protocol):
         self._incoming = request
         self._received = 0
         self._limit = limit = self.factory.body_limit(request.method, uri)
-        length = request.getHeader(b"content-length")
+        by_name = self._by_name
+        length = by_name.get(b"content-length")
         if limit is not None and length is not None and int(length) > limit:
             self._refuse_body(request, limit)
             raise ParseError("refused")
-        expect = request.getHeader(b"expect")
+        expect = by_name.get(b"expect")
         if (expect is not None and expect.lower() == b"100-continue"
                 and version == b"HTTP/1.1" and self._current is None and not self._queue):
             self.send(b"HTTP/1.1 100 Continue\r\n\r\n")

@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import re
 from functools import lru_cache, partial
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from types import CoroutineType
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import unquote
 
 from klein import Klein
 from klein.resource import KleinResource
-from twisted.internet.defer import CancelledError, Deferred, gatherResults, maybeDeferred
+from twisted.internet.defer import (CancelledError, Deferred, ensureDeferred, gatherResults,
+                                    maybeDeferred)
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -143,9 +145,12 @@ class KafWeb:
         self.store.check(name, "put", write=True)
         self._allow(request, "write", name, "put")
         args = _args(request)
-        expect = _int(args, b"expect", "put", minimum=0)
-        first = _int(args, b"first", "put", minimum=1)
-        batch = _one(args, b"batch", "put")
+        if args:
+            expect = _int(args, b"expect", "put", minimum=0)
+            first = _int(args, b"first", "put", minimum=1)
+            batch = _one(args, b"batch", "put")
+        else:
+            expect = first = batch = None
         msg_id = request.getHeader(b"Kaf-Msg-Id")
         if msg_id is not None:
             msg_id = check_id(msg_id)
@@ -394,12 +399,25 @@ class KafResource(KleinResource):
       - a route that answers at once is written at once, without a
         Deferred; only an answer still to come (a put being written, a
         long poll) is cancelled when its client goes away.
-    Routes and error handlers are Klein's, called as Klein calls them.
+      - a route that is not a branch is called as Klein's executor
+        calls it (the app's instance first; a coroutine made a Deferred)
+        without the executor's three calls in between.
+    Routes and error handlers are Klein's, declared and matched by it.
     """
 
     def __init__(self, app: Klein, cors: Optional[Cors] = None) -> None:
         KleinResource.__init__(self, app)
         self._cors = cors
+        #: endpoint -> the route's own function, for routes Klein's executor
+        #: only calls (a branch route's also moves the path's segments).
+        self._direct: Dict[str, Callable[..., Any]] = {}
+        for rule in app.url_map.iter_rules():
+            executor = app.endpoints.get(rule.endpoint)
+            f = getattr(executor, "__wrapped__", None)
+            if f is not None and "__rest__" not in rule.arguments and not getattr(
+                    f, "__klein_bound__", False):
+                self._direct[rule.endpoint] = f
+        self._instance = app._instance
         self._match = partial(app.url_map.bind("kaf").match, return_rule=True)
         # Paths no longer than a route with the longest log name: at most
         # about a megabyte, whatever paths clients make up.
@@ -420,7 +438,13 @@ class KafResource(KleinResource):
             path_info = path.decode("utf-8", "surrogateescape")
             route = self._route if len(path_info) <= 256 else self._match
             rule, kwargs = route(path_info, request.method.decode("latin-1"))
-            result = self._app.execute_endpoint(rule.endpoint, request, **kwargs)
+            f = self._direct.get(rule.endpoint)
+            if f is None:
+                result = self._app.execute_endpoint(rule.endpoint, request, **kwargs)
+            else:
+                result = f(self._instance, request, **kwargs)
+                if type(result) is CoroutineType:
+                    result = ensureDeferred(result)
         except Exception:
             result = self._failed(Failure(), request)
         if isinstance(result, Deferred):
