@@ -393,3 +393,41 @@ def test_a_long_poll_whose_client_goes_stops_waiting(tmp_path: Any) -> None:
     protocol.connectionLost(Failure(ConnectionDone()))
     assert log.waiting == 0
     assert [c for c in clock.getDelayedCalls() if c.getTime() >= 30] == []
+
+
+def test_routes_are_called_as_klein_calls_them_coroutines_and_branches_included() -> None:
+    from klein import Klein
+    from twisted.internet.task import Clock
+    from twisted.internet.testing import StringTransport
+
+    from kaf.api.web import KafResource
+
+    class App:
+        app = Klein()
+
+        def __init__(self) -> None:
+            self.seen: List[Any] = []
+
+        @app.route("/a/<x>")
+        async def a(self, request: Any, x: str) -> bytes:
+            self.seen.append(self)
+            return ("got " + x).encode()
+
+        @app.route("/b/", branch=True)
+        def b(self, request: Any) -> bytes:
+            return b"rest " + b"/".join(request.postpath)
+
+    instance = App()
+    factory = http.HTTPFactory(KafResource(instance.app), body_limit_for(100), Clock())
+
+    def answer(path: str) -> bytes:
+        protocol = factory.buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        protocol.dataReceived(get(path))
+        return transport.value().partition(b"\r\n\r\n")[2]
+
+    # A Deferred's answer is written, then finished: chunked.
+    assert answer("/a/one") == b"7\r\ngot one\r\n0\r\n\r\n"
+    assert instance.seen == [instance]
+    assert answer("/b/c/d") == b"rest c/d"
