@@ -415,7 +415,9 @@ def test_routes_are_called_as_klein_calls_them_coroutines_and_branches_included(
 
         @app.route("/b/", branch=True)
         def b(self, request: Any) -> bytes:
-            return b"rest " + b"/".join(request.postpath)
+            from klein.interfaces import IKleinRequest
+
+            return ("rest " + "/".join(IKleinRequest(request).branch_segments)).encode()
 
     instance = App()
     factory = http.HTTPFactory(KafResource(instance.app), body_limit_for(100), Clock())
