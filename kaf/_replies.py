@@ -251,6 +251,10 @@ UNKNOWN, JSON, TEXT = 0, 1, 2
 KIND_SHIFT = 12
 KIND_BLOCK = 1 << KIND_SHIFT
 KIND_BLOCKS = 256
+#: The most blocks kept by all logs together (64 MiB): the open logs are
+#: many (see kaf.engines.file.openfiles), and a client reading every one
+#: as json must not make each keep a megabyte.
+ALL_KIND_BLOCKS = 16384
 _JSON_RUN = bytes([JSON]) * KIND_BLOCK
 
 
@@ -262,14 +266,23 @@ class JsonKinds:
     once, and a reply of messages whose kinds are all known costs a few
     calls, however many they are.  One byte a message, in blocks of
     consecutive positions; beyond L{KIND_BLOCKS}, the block used least
-    recently is forgotten.
+    recently is forgotten.  All logs together keep at most
+    L{ALL_KIND_BLOCKS}: at that cap a log trades its own least recent block
+    for a new one, and a log that keeps none learns nothing (its json
+    replies check every message, as they would with no kinds at all).
     """
 
     __slots__ = ("_blocks",)
 
+    #: Blocks kept by every L{JsonKinds} alive, against L{ALL_KIND_BLOCKS}.
+    in_use = 0
+
     def __init__(self) -> None:
         # In the order they were last used.
         self._blocks: Dict[int, bytearray] = {}
+
+    def __del__(self) -> None:
+        JsonKinds.in_use -= len(self._blocks)
 
     @property
     def nbytes(self) -> int:
@@ -307,9 +320,14 @@ class JsonKinds:
         for b in range(i >> KIND_SHIFT, ((i + count - 1) >> KIND_SHIFT) + 1 if count else 0):
             block = blocks.pop(b, None)
             if block is None:
+                if len(blocks) >= KIND_BLOCKS or (
+                        blocks and JsonKinds.in_use >= ALL_KIND_BLOCKS):
+                    del blocks[next(iter(blocks))]  # this log's least recent
+                elif JsonKinds.in_use >= ALL_KIND_BLOCKS:
+                    continue  # no room left: these stay unknown
+                else:
+                    JsonKinds.in_use += 1
                 block = bytearray(KIND_BLOCK)
-                if len(blocks) >= KIND_BLOCKS:
-                    del blocks[next(iter(blocks))]
             blocks[b] = block
             origin = b << KIND_SHIFT
             lo, hi = max(i - origin, 0), min(i + count - origin, KIND_BLOCK)

@@ -412,3 +412,27 @@ def test_a_json_get_after_an_archive_checks_the_messages_again(kaf: Kaf) -> None
         "text one", "text two", {"j": 3}, {"j": 4}]
     kaf.request("POST", "/archive/x?upto=2")
     assert kaf.request("GET", "/get/x?from=1&format=json") == b'[{"j": 3},\n{"j": 4}]'
+
+
+def test_all_logs_together_keep_at_most_all_kind_blocks(monkeypatch: Any) -> None:
+    import gc
+
+    from kaf import _replies
+
+    gc.collect()
+    monkeypatch.setattr(_replies, "ALL_KIND_BLOCKS", JsonKinds.in_use + 2)
+    one, two = JsonKinds(), JsonKinds()
+    one.learn(0, 1, [])
+    one.learn(KIND_BLOCK, 1, [])
+    # No room left: a log with no block keeps none, and its kinds stay unknown.
+    two.learn(0, 1, [0])
+    assert two.nbytes == 0 and two.texts(0, 1) is None
+    # A log with blocks trades its least recently used one for the new.
+    one.learn(2 * KIND_BLOCK, 1, [0])
+    assert one.nbytes == 2 * KIND_BLOCK
+    assert one.texts(0, 1) is None and one.texts(2 * KIND_BLOCK, 2 * KIND_BLOCK + 1) == [0]
+    # A log forgotten gives its blocks back.
+    del one
+    gc.collect()
+    two.learn(0, 1, [0])
+    assert two.texts(0, 1) == [0]
