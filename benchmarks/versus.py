@@ -16,7 +16,8 @@ ratio to Go.  HTTP load is wrk with two threads, as run.py's Lua scripts.
 Cases:
   put c64         put 100 B, one log, 64 connections
   put 8logs c64   put 100 B over 8 logs, 64 connections
-  put c1 never    put 100 B, 1 connection, Kaf with --fsync never
+  put c1 never    put 100 B, 1 connection, Kaf with --fsync never, beside the
+                  floor (one connection is bound by the loopback round trip)
   put c1 always   put 100 B, 1 connection, Kaf with --fsync always, beside
                   1 / the latency of a 100 B append and fsync in the same folder
   start-up, RSS   a 1,000,000 x 100 B log (--messages)
@@ -187,7 +188,7 @@ def main(argv: List[str]) -> int:
             cases.append(wrk_case("put 8logs c64", 64, "put_logs.lua", ["100", "8"],
                                   ("always",)))
         if "put c1 never" in wanted:
-            cases.append(wrk_case("put c1 never", 1, "put.lua", ["100"], ("never",), False))
+            cases.append(wrk_case("put c1 never", 1, "put.lua", ["100"], ("never",)))
         if "put c1 always" in wanted:
             cases.append(wrk_case("put c1 always", 1, "put.lua", ["100"], ("always",), False))
         startup: Optional[Tuple[Case, Case]] = None
