@@ -281,8 +281,13 @@ class JsonKinds:
         # In the order they were last used.
         self._blocks: Dict[int, bytearray] = {}
 
-    def __del__(self) -> None:
+    def release(self) -> None:
+        """Forget every kind now, giving the blocks back to the cap."""
         JsonKinds.in_use -= len(self._blocks)
+        self._blocks.clear()
+
+    # (A reply under way may still learn into it: what it adds is counted.)
+    __del__ = release
 
     @property
     def nbytes(self) -> int:

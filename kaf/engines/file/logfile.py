@@ -129,7 +129,13 @@ class LogFile:
     def index(self, index: _format.Index) -> None:
         self._index = index
         # Kinds are by position: another index's positions are other messages.
-        self._kinds = None
+        self._drop_kinds()
+
+    def _drop_kinds(self) -> None:
+        # Given back to the store-wide cap now, not when collected (PyPy).
+        if self._kinds is not None:
+            self._kinds.release()
+            self._kinds = None
 
     @property
     def json_kinds(self) -> JsonKinds:
@@ -397,7 +403,7 @@ class LogFile:
             self.fd = None
         # A closed log (evicted to make room for another) gives their
         # memory back: they are found again as they are asked for.
-        self._kinds = None
+        self._drop_kinds()
 
     # -- writing ------------------------------------------------------------
 
