@@ -8,7 +8,7 @@ BIN = $(VENV)/bin
 .PHONY: run test venv bench versus
 venv: $(BIN)/.installed
 
-$(BIN)/.installed: pyproject.toml setup.cfg setup.py
+$(BIN)/.installed: pyproject.toml setup.cfg setup.py kaf/_records.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'

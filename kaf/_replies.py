@@ -5,7 +5,9 @@ which of its messages are JSON.  Pure functions and data, no I/O.
 
 A reply holds up to 10,000 messages: each body is built by a few calls
 that run over all of them in C (split, join, one decode, one json.dumps),
-not by Python code a message.
+not by Python code a message; where the optional C module kaf._records is
+built, a raw body, and a json body of messages known to be JSON, is one
+call that makes no object a message (L{join_records}).
 """
 from __future__ import annotations
 
@@ -18,6 +20,28 @@ from operator import add, is_not, itemgetter
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 # -- the data of records ----------------------------------------------------------
+
+try:
+    from kaf._records import join_data as _join_data
+except ImportError:  # not built: PyPy, or no C compiler at install
+    _join_data = None
+
+#: Built where the C module is (see setup.py).
+JOIN_IN_C = _join_data is not None
+
+
+def join_records(span: bytes, count: int, sep: bytes, head: bytes, tail: bytes
+                 ) -> Optional[bytes]:
+    """
+    C{head} + the data of the C{count} canonical records that fill C{span},
+    joined by C{sep}, + C{tail}, in one C call; None when the C module is
+    not built, or C{span} is not exactly such records (the callers then
+    find the messages in Python).
+    """
+    if _join_data is None:
+        return None
+    return _join_data(span, count, sep, head, tail)  # type: ignore[no-any-return]
+
 
 #: A record header, for splitting records whose data hold no such text.
 _HEADER = re.compile(rb"\nKAF_MSG\|\d+\|\d+\n")
@@ -79,6 +103,18 @@ def raw_body(messages: Sequence[bytes]) -> bytes:
     return b"\n".join([*messages, b""]) if messages else b""
 
 
+def raw_of_records(span: bytes, count: int, messages: Callable[[], Sequence[bytes]]) -> bytes:
+    """
+    L{raw_body} of the C{count} canonical records that fill C{span};
+    C{messages()} gives their data, asked for only when it is needed.
+    """
+    if count:
+        joined = join_records(span, count, b"\n", b"", b"\n")
+        if joined is not None:
+            return joined
+    return raw_body(messages())
+
+
 # -- json ----------------------------------------------------------------------------
 
 class _NoConstants(ValueError):
@@ -135,9 +171,33 @@ def json_body(messages: Sequence[bytes], kinds: Optional["JsonKinds"] = None,
         texts = kinds.texts(at, at + n)
         if texts is not None:
             return _json_of_kinds(messages, texts)
+    return _json_learning(messages, kinds, at)
+
+
+def json_of_records(span: bytes, count: int, messages: Callable[[], Sequence[bytes]],
+                    kinds: Optional["JsonKinds"] = None, at: int = 0) -> bytes:
+    """
+    L{json_body} of the C{count} canonical records that fill C{span};
+    C{messages()} gives their data, asked for only when it is needed: not
+    when all are known to be JSON (one L{join_records}).
+    """
+    if kinds is None or not count:
+        return json_body(messages(), kinds, at)
+    texts = kinds.texts(at, at + count)
+    if texts is None:
+        return _json_learning(messages(), kinds, at)
+    if not texts:
+        joined = join_records(span, count, b",\n", b"[", b"]")
+        if joined is not None:
+            return joined
+    return _json_of_kinds(messages(), texts)
+
+
+def _json_learning(messages: Sequence[bytes], kinds: Optional["JsonKinds"], at: int) -> bytes:
+    """L{json_body}, each message checked, and what is found kept in C{kinds}."""
     body, found = _json_checked(messages)
     if kinds is not None:
-        kinds.learn(at, n, found)
+        kinds.learn(at, len(messages), found)
     return body
 
 

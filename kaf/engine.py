@@ -76,10 +76,15 @@ class Slice(NamedTuple):
 
     def raw_body(self) -> bytes:
         """The body of a raw reply of these messages."""
+        if self.clean:
+            return _replies.raw_of_records(self.span, len(self), self.messages)
         return _replies.raw_body(self.messages())
 
     def json_body(self) -> bytes:
         """The body of a json reply of these messages."""
+        if self.clean:
+            return _replies.json_of_records(self.span, len(self), self.messages,
+                                            self.kinds, self.at)
         return _replies.json_body(self.messages(), self.kinds, self.at)
 
 

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import platform
+import shutil
+import sysconfig
+from contextlib import contextmanager
 from itertools import accumulate
 from typing import Any, Iterator, List, Optional, Sequence
 
@@ -141,6 +145,108 @@ def test_the_data_are_split_first_or_found_from_their_ends_as_the_python_does_be
     monkeypatch.setattr(_replies, "data_of_records" if split_first else "split_records",
                         unused)
     assert _replies.messages_of_records(span, 100, lambda: ends_of(messages)) == messages
+
+
+# -- the data of records joined in C --------------------------------------------------
+
+def test_the_c_join_is_built_on_cpython_where_a_compiler_is() -> None:
+    if platform.python_implementation() != "CPython":
+        pytest.skip("PyPy runs the Python join (setup.py builds no C there)")
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(compiler) is None:
+        pytest.skip("no C compiler (%s) at install: the Python join is used" % (compiler,))
+    assert _replies.JOIN_IN_C
+
+
+needs_c = pytest.mark.skipif(not _replies.JOIN_IN_C, reason="kaf._records is not built")
+
+
+@contextmanager
+def joined_in(c: bool) -> Iterator[None]:
+    """Replies built with the C join (where it is built), or in Python as without it."""
+    saved = _replies._join_data
+    if not c:
+        _replies._join_data = None
+    try:
+        yield
+    finally:
+        _replies._join_data = saved
+
+
+@needs_c
+@given(st.lists(message, max_size=20), st.integers(1, 10 ** 15),
+       st.sampled_from([(b"\n", b"", b"\n"), (b",\n", b"[", b"]"), (b"", b"", b"")]))
+@settings(max_examples=300)
+def test_the_data_of_records_joined_in_c_are_the_messages_joined(
+        messages: List[bytes], first: int, framing: Any) -> None:
+    sep, head, tail = framing
+    span = span_of(messages, first)
+    assert (_replies.join_records(span, len(messages), sep, head, tail)
+            == head + sep.join(messages) + tail)
+
+
+@needs_c
+@pytest.mark.parametrize("span, count", [
+    (b"\nKAF_MSG|1|3\nab", 1),              # data shorter than its size
+    (b"\nKAF_MSG|1|1\nabc", 1),             # bytes after the last record
+    (b"\nKAF_MSG|1|1\na", 2),               # fewer records than counted
+    (b"\nKAF_MSG|1|1\na\nKAF_MSG|2|1\nb", 1),  # more
+    (b"KAF_MSG|1|1\na", 1),                 # no newline before the header
+    (b"\nKAF_MSG|1|x\na", 1),               # a size that is not a number
+    (b"\nKAF_MSG||1\na", 1),                # no number
+    (b"\nKAF_MSG|1|1|a", 1),                 # no newline after the header
+    (b"\nKAF_MSG|1|99999999999999999999\na", 1),  # a size too long to hold
+    (b"\nKAF_MSG|1|-1\na", 1),
+    (b"\nKAF_MSG|1|1\na", -1),
+])
+def test_what_is_not_exactly_canonical_records_is_not_joined_in_c(span: bytes,
+                                                                 count: int) -> None:
+    assert _replies.join_records(span, count, b"\n", b"", b"\n") is None
+
+
+@given(st.lists(message, max_size=20), st.integers(1, 1000))
+def test_a_raw_body_of_records_is_the_raw_body_of_their_messages(messages: List[bytes],
+                                                                  first: int) -> None:
+    span = span_of(messages, first)
+
+    def found() -> List[bytes]:
+        return _replies.messages_of_records(span, len(messages), lambda: ends_of(messages, first))
+
+    for c in (True, False):
+        with joined_in(c):
+            assert (_replies.raw_of_records(span, len(messages), found)
+                    == _replies.raw_body(messages))
+
+
+@given(st.lists(JSONISH, max_size=20), st.integers(0, 3 * KIND_BLOCK))
+@settings(max_examples=200)
+def test_a_json_body_of_records_is_the_json_body_of_their_messages(messages: List[bytes],
+                                                                    at: int) -> None:
+    span = span_of(messages)
+    expected = _replies.json_body(messages)
+    for c in (True, False):
+        with joined_in(c):
+            kinds = JsonKinds()
+            for _ in range(2):  # kinds unknown, then known
+                assert _replies.json_of_records(span, len(messages), lambda: messages,
+                                                kinds, at) == expected
+            assert _replies.json_of_records(span, len(messages), lambda: messages) == expected
+
+
+@needs_c
+def test_records_known_to_be_json_make_no_message_objects() -> None:
+    messages = [b'{"n": %d}' % (n,) for n in range(1000)]
+    span = span_of(messages)
+    kinds = JsonKinds()
+    kinds.learn(0, len(messages), [])
+
+    def unused() -> List[bytes]:
+        raise AssertionError("the messages were found one by one")
+
+    body = _replies.json_of_records(span, len(messages), unused, kinds, 0)
+    assert body == b"[" + b",\n".join(messages) + b"]"
+    assert _replies.raw_of_records(span, len(messages), unused) == b"".join(
+        m + b"\n" for m in messages)
 
 
 # -- raw -----------------------------------------------------------------------------
