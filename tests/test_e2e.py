@@ -336,6 +336,7 @@ def test_listen_on_two_tcp_ports_and_a_unix_socket_serves_on_each(data: str) -> 
             via_unix = curl("--unix-socket", sock, "http://kaf/get/multi?from=1&format=raw")
             via_one = curl("http://127.0.0.1:%d/get/multi?from=1&format=raw" % (one,))
             output = server.output()
+            maps = read("/proc/%d/maps" % (server.pid,)).decode("utf-8", "replace")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     assert [a.body, b.body, c.body] == [b"1", b"2", b"3"]
@@ -343,6 +344,9 @@ def test_listen_on_two_tcp_ports_and_a_unix_socket_serves_on_each(data: str) -> 
     assert "listening on tcp:%d:interface=127.0.0.1" % (one,) in output
     assert "listening on tcp:%d:interface=127.0.0.1" % (two,) in output
     assert "listening on unix:%s" % (sock,) in output
+    # No listener serves TLS: pyOpenSSL and cryptography are not loaded.
+    assert "TLS support not loaded" in output
+    assert "cryptography" not in maps and "OpenSSL" not in maps
 
 
 def test_listen_ssl_serves_over_tls(tmp_path: Any) -> None:
@@ -351,12 +355,13 @@ def test_listen_ssl_serves_over_tls(tmp_path: Any) -> None:
     listen = "ssl:%d:interface=127.0.0.1:privateKey=%s:certKey=%s" % (port, key, cert)
     # Two plain ports too: the server is ready once they answer, and every
     # listener starts before it serves.
-    with KafServer(str(tmp_path / "data"), ["--listen", listen], ports=2):
+    with KafServer(str(tmp_path / "data"), ["--listen", listen], ports=2) as server:
         url = "https://127.0.0.1:%d" % (port,)
         put = curl("--cacert", cert, "--data-binary", "secret", url + "/put/tls")
         assert (put.status, put.body) == (200, b"1")
         got = curl("--cacert", cert, url + "/get/tls?from=1&format=raw")
         assert got.body == b"secret\n"
+        assert "TLS support not loaded" not in server.output()
 
 
 # -- options and start-up log ------------------------------------------------------

@@ -356,3 +356,41 @@ def test_twisted_and_twisted_plugins_have_no_init_py() -> None:
     assert os.path.isfile(os.path.join(REPO, "twisted", "plugins", "kaf_plugin.py"))
     assert not os.path.exists(os.path.join(REPO, "twisted", "__init__.py"))
     assert not os.path.exists(os.path.join(REPO, "twisted", "plugins", "__init__.py"))
+
+
+# -- TLS support loaded only for a listener that serves TLS ----------------------------
+
+SKIP_TLS = """
+import sys
+from kaf.tap import skip_tls
+skipped = skip_tls(sys.argv[1:])
+from twisted.internet import reactor, tcp
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import ITLSTransport
+serverFromString(reactor, "tcp:0")
+print(skipped, sys.modules.get("OpenSSL") is not None, ITLSTransport.implementedBy(tcp.Server))
+"""
+
+
+@pytest.mark.parametrize("listen, skipped", [
+    ([], True),
+    (["tcp:7749:interface=127.0.0.1", "tcp6:7750", "unix:/run/kaf.sock"], True),
+    (["tcp:7749", "ssl:7750:privateKey=k.pem"], False),
+    (["tls:7750"], False),
+])
+def test_a_server_loads_tls_support_only_when_a_listener_serves_tls(
+        listen: List[str], skipped: bool) -> None:
+    done = subprocess.run([sys.executable, "-c", SKIP_TLS] + listen, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    # Skipped: pyOpenSSL is not loaded, and TCP connections go without TLS.
+    assert done.stdout.split() == ([str(True), str(False), str(False)] if skipped
+                                   else [str(False), str(True), str(True)])
+
+
+def test_a_process_that_has_loaded_the_reactor_keeps_its_tls_support() -> None:
+    from kaf.tap import skip_tls
+
+    assert "twisted.internet.tcp" in sys.modules
+    assert skip_tls(["tcp:7749"]) is False
+    assert sys.modules.get("OpenSSL", 0) is not None
