@@ -19,9 +19,11 @@ import heapq
 import os
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
-from twisted.internet.defer import Deferred, DeferredList, DeferredLock, maybeDeferred, succeed
+from twisted.internet.defer import (Deferred, DeferredList, DeferredLock, fail, maybeDeferred,
+                                    succeed)
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from kaf import _format
@@ -217,7 +219,25 @@ class Log:
 
     def _start_flush(self) -> None:
         answer = self._answer_next_turn if self._gather and self._fsync else self._answer
-        self._serially(self._flush).addCallback(answer).addErrback(self._unexpected)
+        lock = self._lock
+        if lock is None or not lock.locked:
+            # The lock is free (most often): taken at once, as lock.run
+            # would, without the Deferreds and calls of run itself.
+            if lock is None:
+                lock = self._lock = DeferredLock()
+            lock.acquire()
+            try:
+                d = self._flush()
+            except BaseException:
+                d = fail()
+            d.addBoth(self._release, lock)
+        else:
+            d = self._serially(self._flush)
+        d.addCallback(answer).addErrback(self._unexpected)
+
+    def _release(self, result: Any, lock: DeferredLock) -> Any:
+        lock.release()
+        return self._unlocked(result, lock)
 
     def _serially(self, f: Callable[..., Any], *args: Any) -> "Deferred[Any]":
         """Run C{f} under the log's lock: after every change of the file begun before."""
@@ -271,6 +291,16 @@ class Log:
         batch, self._pending = self._pending, None
         if not batch:
             return succeed([])
+        f = self.file
+        if self._ids is not UNREAD and f.fd is not None and not f.changed_on_disk():
+            # Open, its ids read, unchanged on disk: what _attach would
+            # find, here without its Deferreds.
+            self._files.used(self)
+            try:
+                written = self._write(batch)
+            except Exception:
+                written = fail()
+            return written.addErrback(self._fail_all, batch)
         d: "Deferred[Any]" = self._attach()
         d.addCallback(lambda _: self._write(batch))
         d.addErrback(self._fail_all, batch)
@@ -388,10 +418,18 @@ class Log:
 
         # A first write creates the file (write, fsync, rename): off-thread.
         if len(data) > BLOCKING_BYTES or f.fd is None or f.missing:
-            w = self._blocking(f.append, data)
-        else:
-            w = maybeDeferred(f.append, data)
-        return w.addCallback(written).addCallbacks(durable, failed)
+            return self._blocking(f.append, data).addCallback(written).addCallbacks(
+                durable, failed)
+        # A small append to the open file, here: the same steps as above
+        # with two Deferreds fewer a batch (most batches are this one).
+        try:
+            at = f.append(data)
+        except Exception:
+            return succeed(failed(Failure()))
+        self._files.used(self)
+        if self._fsync:
+            return self._syncing(f, at).addCallback(lambda _: at).addCallbacks(durable, failed)
+        return succeed(durable(at))
 
     # -- message ids -----------------------------------------------------------
 
