@@ -251,6 +251,12 @@ class Index:
             lengths = list(map(add, map(add, map(len, map(str, range(first, first + n))),
                                         map(len, map(str, sizes))),
                                map(add, sizes, repeat(11))))
+        n = len(lengths)
+        if n > 1 and lengths.count(lengths[0]) == n:
+            # Records of one length (a batch of messages of one size, most
+            # often): no list of steps to widen, check and add up.
+            self.extend_uniform(start, lengths[0], n, first)
+            return
         self.extend(start, lengths, (0,), (first,))
 
     def extend(self, start: int, lengths: Sequence[int],
@@ -799,9 +805,22 @@ def records_of(nums: Sequence[int], messages: Sequence[bytes]) -> bytes:
     return records_and_lengths(nums, messages)[0]
 
 
+try:
+    from kaf._records import records as _records_in_c
+except ImportError:  # not built: PyPy, or no C compiler at install (see setup.py)
+    _records_in_c = None
+
+
 def records_and_lengths(nums: Sequence[int], messages: Sequence[bytes]
                         ) -> Tuple[bytes, List[int]]:
     """Canonical records for the given numbers and data, and their lengths."""
+    if (_records_in_c is not None and type(nums) is range and nums.step == 1
+            and type(messages) is list and len(nums) == len(messages)):
+        # Numbered on by one (every write's): one C call, no header objects.
+        try:
+            return _records_in_c(nums.start, messages)  # type: ignore[no-any-return]
+        except (TypeError, ValueError, OverflowError):
+            pass  # not all bytes, say: as below
     # Headers and data interleaved and joined once: formatting each record
     # with its data would copy every message twice.
     heads = [b"\nKAF_MSG|%d|%d\n" % (n, len(m)) for n, m in zip(nums, messages)]

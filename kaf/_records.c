@@ -7,9 +7,13 @@
  * bytes objects (bytes.split) before it joins them; here it is one pass
  * over the records that checks them and copies their data.
  *
- * Optional: kaf/_replies.py does the same in Python when this module is
- * not built (PyPy, or no C compiler), and the tests check both give the
- * same bytes.
+ * And the records of a put's messages, written in one pass with their
+ * lengths: formatted in Python, a header a message is a bytes object of
+ * its own, copied again by the join.
+ *
+ * Optional: kaf/_replies.py and kaf/_format.py do the same in Python when
+ * this module is not built (PyPy, or no C compiler), and the tests check
+ * both give the same bytes.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -128,14 +132,91 @@ done:
     return result;
 }
 
+/* The decimal digits of v (>= 0) at out; how many. */
+static Py_ssize_t
+digits(char *out, unsigned long long v)
+{
+    char tmp[24];
+    Py_ssize_t n = 0, i;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    return n;
+}
+
+PyDoc_STRVAR(records_doc,
+"records(first, messages) -> (bytes, lengths)\n\n"
+"The canonical records of `messages` (a list of bytes), numbered from\n"
+"`first` (>= 0), one after the other, and the length of each record.");
+
+static PyObject *
+records(PyObject *self, PyObject *args)
+{
+    long long first;
+    PyObject *messages, *out = NULL, *lengths = NULL, *result = NULL;
+    Py_ssize_t n, i, room = 0;
+    char *w;
+
+    (void)self;
+    if (!PyArg_ParseTuple(args, "LO!", &first, &PyList_Type, &messages))
+        return NULL;
+    if (first < 0) {
+        PyErr_SetString(PyExc_ValueError, "records: first must be >= 0");
+        return NULL;
+    }
+    n = PyList_GET_SIZE(messages);
+    for (i = 0; i < n; i++) {
+        PyObject *m = PyList_GET_ITEM(messages, i);
+        if (!PyBytes_Check(m)) {
+            PyErr_SetString(PyExc_TypeError, "records: messages must be bytes");
+            return NULL;
+        }
+        /* "\nKAF_MSG|" + two numbers of up to 20 digits + "|" + "\n" */
+        room += PyBytes_GET_SIZE(m) + HEADER_LEN + 42;
+    }
+    out = PyBytes_FromStringAndSize(NULL, room);
+    lengths = PyList_New(n);
+    if (out == NULL || lengths == NULL)
+        goto fail;
+    w = PyBytes_AS_STRING(out);
+    for (i = 0; i < n; i++) {
+        PyObject *m = PyList_GET_ITEM(messages, i), *length;
+        Py_ssize_t size = PyBytes_GET_SIZE(m);
+        char *begin = w;
+        memcpy(w, HEADER, HEADER_LEN);
+        w += HEADER_LEN;
+        w += digits(w, (unsigned long long)first + (unsigned long long)i);
+        *w++ = '|';
+        w += digits(w, (unsigned long long)size);
+        *w++ = '\n';
+        memcpy(w, PyBytes_AS_STRING(m), size);
+        w += size;
+        length = PyLong_FromSsize_t(w - begin);
+        if (length == NULL)
+            goto fail;
+        PyList_SET_ITEM(lengths, i, length);
+    }
+    if (_PyBytes_Resize(&out, w - PyBytes_AS_STRING(out)) < 0)
+        goto fail;
+    result = PyTuple_Pack(2, out, lengths);
+fail:
+    Py_XDECREF(out);
+    Py_XDECREF(lengths);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"join_data", join_data, METH_VARARGS, join_data_doc},
+    {"records", records, METH_VARARGS, records_doc},
     {NULL, NULL, 0, NULL}
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "kaf._records",
-    "The data of a run of canonical records, joined in one call.", -1, methods,
+    "Canonical records: their data joined, and records made, in one call.", -1, methods,
     NULL, NULL, NULL, NULL
 };
 

@@ -179,6 +179,22 @@ def test_extend_clean_locates_records_as_they_are_encoded(
     assert index.dirty == []
 
 
+@given(st.integers(1, 10 ** 9), st.lists(st.integers(0, 300), max_size=5),
+       st.integers(0, 300), st.integers(0, 40), st.integers(0, 2))
+def test_extend_clean_of_records_of_one_length_indexes_as_extend_does(
+        first: int, before: List[int], size: int, count: int, gap: int) -> None:
+    a, b = Index(), Index()
+    for index in (a, b):
+        index.extend_clean(first, 11, before)
+    at = (a.end(len(a) - 1) if len(a) else 11) + gap
+    num = first + len(before)
+    lengths = [len(b"\nKAF_MSG|%d|%d\n" % (n, size)) + size for n in range(num, num + count)]
+    a.extend(at, lengths, [0], [num])
+    b.extend_clean(num, at, [size] * count, lengths)
+    assert (list(b.nums), list(b.starts), list(b.ends), b.dirty) == (
+        list(a.nums), list(a.starts), list(a.ends), a.dirty)
+
+
 def test_records_written_after_a_gap_in_the_file_are_marked_dirty() -> None:
     index = Index()
     index.extend_clean(1, 11, [2])
@@ -540,3 +556,31 @@ def test_kaf_body_with_bytes_after_its_last_message_is_rejected(
     body = _format.reply_header(len(messages)) + _format.records(1, messages)
     with pytest.raises(MalformedBatch):
         _format.parse_kaf_body(body + extra)
+
+
+# -- records made in C (kaf._records, where it is built) ------------------------------
+
+@given(st.lists(st.binary(max_size=40), max_size=30), st.integers(0, 2 ** 62))
+@settings(max_examples=300)
+def test_records_made_in_c_are_the_records_made_in_python(messages: List[bytes],
+                                                          first: int) -> None:
+    nums = range(first, first + len(messages))
+    expected = (b"".join(b"\nKAF_MSG|%d|%d\n%s" % (n, len(m), m) for n, m in zip(nums, messages)),
+                [len(b"\nKAF_MSG|%d|%d\n" % (n, len(m))) + len(m) for n, m in zip(nums, messages)])
+    assert _format.records_and_lengths(nums, messages) == expected
+    saved = _format._records_in_c
+    _format._records_in_c = None
+    try:
+        assert _format.records_and_lengths(nums, messages) == expected
+    finally:
+        _format._records_in_c = saved
+
+
+@pytest.mark.skipif(_format._records_in_c is None, reason="kaf._records is not built")
+def test_records_of_what_is_not_bytes_are_refused_in_c_and_made_in_python() -> None:
+    with pytest.raises(TypeError):
+        _format._records_in_c(1, [b"a", "text"])
+    with pytest.raises(ValueError):
+        _format._records_in_c(-1, [b"a"])
+    assert _format.records_and_lengths(range(1, 3), [b"a", bytearray(b"bc")]) == (
+        b"\nKAF_MSG|1|1\na\nKAF_MSG|2|2\nbc", [14, 15])
