@@ -125,6 +125,12 @@ def _no_constants(name: str) -> None:
     raise _NoConstants(name)
 
 
+#: What a JSON parser raises on a value nested deeper than its stack: on
+#: PyPy, when the stack is near its limit already, the RecursionError of
+#: its scanner comes out as a TypeError ("couldn't record exception
+#: context").  Parsing text never raises TypeError otherwise.
+TOO_DEEP = (RecursionError, TypeError)
+
 _DECODER = json.JSONDecoder(parse_constant=_no_constants)
 #: The decoder's scanner: (text, offset) -> (value, end offset).  In C on
 #: CPython, so a value is checked where it lies in a whole reply's text.
@@ -146,7 +152,7 @@ def json_item(message: bytes) -> bytes:
         text = message.decode("utf-8")
         json.loads(text, parse_constant=_no_constants)
         return message
-    except (ValueError, RecursionError):
+    except (ValueError, *TOO_DEEP):
         # Nested too deep to check (a JSON parser would fail on it too):
         # sent as a string, so that the reply is still valid JSON.
         text = message.decode("utf-8", "replace")
@@ -232,7 +238,7 @@ def _json_checked(messages: Sequence[bytes]) -> Tuple[bytes, Sequence[int]]:
         try:
             if list(map(_SECOND, map(_SCAN, repeat(text), starts))) == ends:
                 return b"[" + joined + b"]", ()
-        except (StopIteration, ValueError, RecursionError):
+        except (StopIteration, ValueError, *TOO_DEEP):
             pass
     # Message by message: which are JSON; the others encoded at once.
     may = _MAY_BEGIN_JSON.match
@@ -287,7 +293,7 @@ def _valid_in(text: str, start: int, end: int) -> bool:
     try:
         at = _JSON_SPACE.match(text, start, end).end()  # type: ignore[union-attr]
         _, stop = _SCAN(text, at)
-    except (StopIteration, ValueError, RecursionError):
+    except (StopIteration, ValueError, *TOO_DEEP):
         return False
     # The value must end within the message, and only blanks may follow.
     return stop <= end and not text[stop:end].strip(_JSON_BLANKS)
@@ -297,7 +303,7 @@ def _valid_alone(text: str, start: int, end: int) -> bool:
     """L{_valid_in} by json.loads of the message alone."""
     try:
         json.loads(text[start:end], parse_constant=_no_constants)
-    except (ValueError, RecursionError):
+    except (ValueError, *TOO_DEEP):
         return False
     return True
 

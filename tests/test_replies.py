@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import shutil
+import sys
 import sysconfig
 from contextlib import contextmanager
 from itertools import accumulate
@@ -281,6 +282,23 @@ def test_a_json_item_is_the_message_when_it_is_json_else_its_text(message: bytes
         assert json.loads(got) == message.decode()
     else:
         assert got == item
+
+
+@pytest.mark.parametrize("spare", [100, 200, 400])
+def test_a_json_body_is_the_same_however_deep_the_stack_already_is(spare: int) -> None:
+    # Near the limit the parser fails sooner (on PyPy with a TypeError, not
+    # a RecursionError): the message is then text, and the reply valid JSON.
+    messages = [b"[1]", b"[" * 3000 + b"]" * 3000, DEEP]
+    depth, frame = 0, sys._getframe()
+    while frame is not None:
+        depth, frame = depth + 1, frame.f_back
+
+    def at(n: int) -> bytes:
+        return at(n - 1) if n > 0 else _replies.json_body(messages)
+
+    body = at(sys.getrecursionlimit() - depth - spare)
+    assert body.startswith(b"[[1],\n")
+    assert body.endswith(b"]" * 1000 + b'"]')  # DEEP, as a string
 
 
 @given(st.lists(JSONISH, max_size=20), st.integers(0, 3 * KIND_BLOCK))
