@@ -5,6 +5,7 @@ pure-Python one), serving Kaf's routes over a real store.
 """
 from __future__ import annotations
 
+import platform
 import select
 import socket
 import time
@@ -359,7 +360,13 @@ def test_readers_that_do_not_read_a_large_reply_hold_little_of_it(tmp_path: Any)
                     break
                 grown = now
             assert all(s.recv(64).startswith(b"HTTP/1.1 200 ") for s in readers)
-            assert _vm_rss_kb(server.pid) - before < 40 * 256
+            # PyPy frees the pieces sent at its next major collection, which
+            # comes once the heap has grown by most of itself again: the
+            # server holds no more, but its RSS shows up to a megabyte of
+            # sent pieces a reader meanwhile (measured: 440 KB).  Either is
+            # far below the 160 MB of the replies.
+            per_reader = 256 if platform.python_implementation() == "CPython" else 1024
+            assert _vm_rss_kb(server.pid) - before < 40 * per_reader
             # A reader that reads gets the whole message, exactly.
             s = readers[0]
             s.settimeout(20)
