@@ -420,16 +420,13 @@ class Log:
         if len(data) > BLOCKING_BYTES or f.fd is None or f.missing:
             return self._blocking(f.append, data).addCallback(written).addCallbacks(
                 durable, failed)
-        # A small append to the open file, here: the same steps as above
-        # with two Deferreds fewer a batch (most batches are this one).
+        # A small append to the open file, here: the same steps without
+        # maybeDeferred's Deferred (most batches are this one).
         try:
-            at = f.append(data)
+            w = written(f.append(data))
         except Exception:
             return succeed(failed(Failure()))
-        self._files.used(self)
-        if self._fsync:
-            return self._syncing(f, at).addCallback(lambda _: at).addCallbacks(durable, failed)
-        return succeed(durable(at))
+        return w.addCallbacks(durable, failed)
 
     # -- message ids -----------------------------------------------------------
 
