@@ -4,9 +4,11 @@ parser Kaf's HTTP server uses.  A bare Protocol that parses requests with
 httptools (llhttp) -- or, where httptools does not load (PyPy), with
 kaf.api.http's pure-Python parser -- appends each POST body to one file per
 log (no fsync, no routing, no request object) and answers that log's
-count in one write.  Any GET answers ``ok``.
+count in one write.  Any GET answers ``ok``.  With C{--fsync}, each append
+is fsynced before its answer (no group commit: the floor of one
+connection's puts with fsyncs, where a commit's group is one put).
 
-Run: C{python benchmarks/hfloor.py --port PORT --data DIR [--backlog N]}
+Run: C{python benchmarks/hfloor.py --port PORT --data DIR [--backlog N] [--fsync]}
 """
 from __future__ import annotations
 
@@ -29,8 +31,9 @@ except ImportError:
 class Folder:
     """The floor's logs: a file and a count each."""
 
-    def __init__(self, folder: str) -> None:
+    def __init__(self, folder: str, fsync: bool = False) -> None:
         self.folder = folder
+        self.fsync = fsync
         self.files: Dict[bytes, int] = {}
         self.counts: Dict[bytes, int] = {}
 
@@ -40,6 +43,8 @@ class Folder:
             name = os.path.join(self.folder, "%d" % (len(self.files),))
             fd = self.files[log] = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         os.write(fd, body)
+        if self.fsync:
+            os.fsync(fd)
         count = self.counts[log] = self.counts.get(log, 0) + 1
         return count
 
@@ -89,10 +94,11 @@ def main(argv: List[str]) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--data", required=True)
     parser.add_argument("--backlog", type=int, default=50)
+    parser.add_argument("--fsync", action="store_true", help="fsync each append before its answer")
     options = parser.parse_args(argv)
     os.makedirs(options.data, exist_ok=True)
     factory = Factory.forProtocol(FloorProtocol)
-    FloorProtocol.folder = Folder(options.data)
+    FloorProtocol.folder = Folder(options.data, options.fsync)
     reactor.listenTCP(options.port, factory, backlog=options.backlog,  # type: ignore[attr-defined]
                       interface="127.0.0.1")
     reactor.run()  # type: ignore[attr-defined]

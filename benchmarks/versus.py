@@ -20,6 +20,7 @@ Cases:
                   floor (one connection is bound by the loopback round trip)
   put c1 always   put 100 B, 1 connection, Kaf with --fsync always, beside
                   1 / the latency of a 100 B append and fsync in the same folder
+                  and the floor with an fsync before each answer
   start-up, RSS   a 1,000,000 x 100 B log (--messages)
 """
 from __future__ import annotations
@@ -77,10 +78,11 @@ def go_server(settings: run.Settings, python: run.Python, binary: str) -> run.Se
     return server
 
 
-def hfloor_server(settings: run.Settings, python: run.Python) -> run.Server:
+def hfloor_server(settings: run.Settings, python: run.Python, fsync: bool = False
+                  ) -> run.Server:
     server = run.Server(settings, python, "hfloor")
     server.argv = [python.path, HFLOOR, "--port", str(server.port), "--data", server.data,
-                   "--backlog", str(run.BACKLOG)]
+                   "--backlog", str(run.BACKLOG)] + (["--fsync"] if fsync else [])
     server.probe = "/ready"
     return server
 
@@ -162,7 +164,8 @@ def main(argv: List[str]) -> int:
             run.say("the Go version is not measured: " + why)
         first = pythons[0]
 
-        def peers(fsyncs: Tuple[str, ...], floor: bool = True) -> List[Peer]:
+        def peers(fsyncs: Tuple[str, ...], floor: bool = True, floor_fsync: bool = False
+                  ) -> List[Peer]:
             out = []
             if binary is not None:
                 out.append(Peer("go", lambda: go_server(settings, first, binary)))
@@ -172,13 +175,15 @@ def main(argv: List[str]) -> int:
                                     lambda p=p, fsync=fsync: kaf_server(settings, p, fsync)))
                 if floor:
                     out.append(Peer("floor %s" % (p.label,),
-                                    lambda p=p: hfloor_server(settings, p)))
+                                    lambda p=p: hfloor_server(settings, p, floor_fsync)))
             return out
 
         def wrk_case(key: str, connections: int, script: str, args: List[str],
-                     fsyncs: Tuple[str, ...], floor: bool = True) -> Case:
+                     fsyncs: Tuple[str, ...], floor: bool = True, floor_fsync: bool = False
+                     ) -> Case:
             driver = run.WrkDriver("/put/v", script, args, connections)
-            return Case(key, "req/s", peers(fsyncs, floor), wrk_measure(bench, driver))
+            return Case(key, "req/s", peers(fsyncs, floor, floor_fsync),
+                        wrk_measure(bench, driver))
 
         cases: List[Case] = []
         latency: List[float] = []
@@ -190,7 +195,9 @@ def main(argv: List[str]) -> int:
         if "put c1 never" in wanted:
             cases.append(wrk_case("put c1 never", 1, "put.lua", ["100"], ("never",)))
         if "put c1 always" in wanted:
-            cases.append(wrk_case("put c1 always", 1, "put.lua", ["100"], ("always",), False))
+            # The floor fsyncs each put here: one connection's ceiling with fsyncs.
+            cases.append(wrk_case("put c1 always", 1, "put.lua", ["100"], ("always",),
+                                  floor_fsync=True))
         startup: Optional[Tuple[Case, Case]] = None
         if "start-up" in wanted:
             n = options.messages
@@ -293,6 +300,11 @@ def targets(cases: List[Case], pythons: List[run.Python], fsync_rate: Optional[f
             out.append({"case": "put c1 always kaf %s" % (p.label,),
                         "target": "≥ 0.70 x 1/fsync latency", "value": value,
                         "ok": None if value is None else value >= 0.7})
+            floor = case.median("floor %s" % (p.label,))
+            out.append({"case": "put c1 always floor %s" % (p.label,),
+                        "target": "(the floor, fsync a put)",
+                        "value": floor / fsync_rate if floor and fsync_rate else None,
+                        "ok": None})
     return out
 
 
