@@ -31,6 +31,7 @@ from kaf.engines.file.log import Runner
 from kaf.engines.file.msgids import DEFAULT_MAX_IDS, Dedupe
 from kaf.engines.file.retention import Retention, RetentionService, duration, parse_rule
 from kaf.api.metrics import Metrics
+from kaf.dispatch import direct_dispatch
 from kaf.stats import Stats, StatsService
 from kaf.engines.file.store import Store
 from kaf.engines.file.syncer import SyncProcesses
@@ -575,6 +576,9 @@ def makeService(config: KafOptions, reactor: Optional[Any] = None) -> MultiServi
         from twisted.internet import reactor as default
 
         reactor = default
+        # The server's own reactor (twistd's), never one a caller passes.
+        if direct_dispatch(reactor):
+            Logger().info("epoll events handed to their connections directly (see kaf.dispatch)")
     top = MultiService()
     if config["store"] is not None:
         return _nats_service(top, config, reactor)

@@ -347,6 +347,8 @@ def test_listen_on_two_tcp_ports_and_a_unix_socket_serves_on_each(data: str) -> 
     # No listener serves TLS: pyOpenSSL and cryptography are not loaded.
     assert "TLS support not loaded" in output
     assert "cryptography" not in maps and "OpenSSL" not in maps
+    # Every listener's events went through kaf.dispatch's direct dispatch.
+    assert "epoll events handed to their connections directly" in output
 
 
 def test_listen_ssl_serves_over_tls(tmp_path: Any) -> None:
