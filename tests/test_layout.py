@@ -6,7 +6,8 @@ it: web -> engine interface <- engines.
   - kaf/engines/ (the storage engines) import nothing of kaf.api, and no
     engine imports another;
   - kaf/engine.py (the seam), kaf/errors.py, kaf/_format.py and
-    kaf/_replies.py import neither, and kaf/stats.py speaks only to the seam;
+    kaf/_replies.py import neither (nor does kaf/dispatch.py, the reactor's
+    event dispatch), and kaf/stats.py speaks only to the seam;
   - kaf/tap.py is the wiring and imports both.
 
 Each module under kaf/ is parsed, not imported: an import inside a
@@ -41,6 +42,7 @@ RULES = [
     ("kaf._format", ENGINES), ("kaf._format", API),
     ("kaf._replies", ENGINES), ("kaf._replies", API),
     ("kaf.stats", ENGINES), ("kaf.stats", API),
+    ("kaf.dispatch", ENGINES), ("kaf.dispatch", API),
 ]
 
 
