@@ -7,7 +7,7 @@ other reactor is left alone.
 from __future__ import annotations
 
 import socket
-from typing import Any, Iterator, List
+from typing import Any, Callable, Iterator, List, Tuple
 
 import pytest
 from twisted.internet.task import Clock
@@ -85,27 +85,39 @@ def test_an_epoll_reactor_is_changed_and_delivers_reads_and_writes(reactor: Any)
         b.close()
 
 
-def test_a_failing_descriptor_is_logged_and_lost_and_the_others_still_run(reactor: Any) -> None:
+def poll_broken_then_fine(reactor: Any, broken_end: Callable[[socket.socket], End]
+                          ) -> Tuple[End, End, List[Any], List[dict]]:
+    """
+    One poll of a broken descriptor (added first) and a fine one, both
+    readable: the two, the readers left after the poll, and what was logged.
+    """
     a, b = pair()
     c, d = pair()
     events: List[dict] = []
     globalLogPublisher.addObserver(events.append)
     try:
-        broken, fine = End(a, fail=True), End(c)
+        broken, fine = broken_end(a), End(c)
         direct_dispatch(reactor)
         reactor.addReader(broken)
         reactor.addReader(fine)
         b.send(b"x")
         d.send(b"y")
         reactor.doIteration(1)
+        readers = reactor.getReaders()
         reactor.removeAll()
     finally:
         globalLogPublisher.removeObserver(events.append)
         for s in (a, b, c, d):
             s.close()
+    return broken, fine, readers, events
+
+
+def test_a_failing_descriptor_is_logged_and_lost_and_the_others_still_run(reactor: Any) -> None:
+    broken, fine, readers, events = poll_broken_then_fine(
+        reactor, lambda sock: End(sock, fail=True))
     assert fine.read == [b"y"]
     assert len(broken.lost) == 1 and broken.lost[0].check(ValueError)
-    assert broken not in reactor.getReaders()
+    assert broken not in readers and fine in readers
     assert any(e.get("failure") is not None and e["failure"].check(ValueError)
                for e in events)
 
@@ -114,34 +126,28 @@ def test_an_error_escaping_the_reactors_own_handling_is_logged_and_the_poll_goes
         reactor: Any) -> None:
     # A descriptor whose connectionLost fails too: the error leaves the
     # reactor's _doReadOrWrite, and is logged as callWithLogger logs it.
-    a, b = pair()
-    c, d = pair()
-    events: List[dict] = []
-    globalLogPublisher.addObserver(events.append)
-    try:
-        broken, fine = End(a, fail=True, lost_fails=True), End(c)
-        direct_dispatch(reactor)
-        # The broken one first in the poll's events: added first, and both
-        # made readable before the poll.
-        reactor.addReader(broken)
-        reactor.addReader(fine)
-        b.send(b"x")
-        d.send(b"y")
-        reactor.doIteration(1)
-        reactor.removeAll()
-    finally:
-        globalLogPublisher.removeObserver(events.append)
-        for s in (a, b, c, d):
-            s.close()
+    broken, fine, readers, events = poll_broken_then_fine(
+        reactor, lambda sock: End(sock, fail=True, lost_fails=True))
     assert fine.read == [b"y"]
+    assert fine in readers
     assert any(e.get("failure") is not None and e["failure"].check(RuntimeError)
                and "error handling an event" in str(e.get("why")) for e in events)
 
 
-def test_a_timeout_with_no_events_returns(reactor: Any) -> None:
-    direct_dispatch(reactor)
-    reactor.doIteration(0)  # nothing ready: returns at once
-    reactor.doIteration(0.001)
+def test_a_poll_with_nothing_ready_calls_no_descriptor(reactor: Any) -> None:
+    a, b = pair()
+    try:
+        idle = End(a)
+        direct_dispatch(reactor)
+        reactor.addReader(idle)
+        reactor.doIteration(0)
+        reactor.doIteration(0.001)
+        assert idle.read == [] and idle.lost == []
+        assert idle in reactor.getReaders()
+        reactor.removeAll()
+    finally:
+        a.close()
+        b.close()
 
 
 def test_other_reactors_are_left_alone() -> None:
