@@ -6,9 +6,14 @@ kaf.api.http's pure-Python parser -- appends each POST body to one file per
 log (no fsync, no routing, no request object) and answers that log's
 count in one write.  Any GET answers ``ok``.  With C{--fsync}, each append
 is fsynced before its answer (no group commit: the floor of one
-connection's puts with fsyncs, where a commit's group is one put).
+connection's puts with fsyncs, where a commit's group is one put).  With
+C{--group}, puts are written at once and each log's file is fsynced in a
+thread of the reactor's pool, one fsync at a time a log: the puts written
+before an fsync began are answered when it ends, those written during it
+wait for the next (group commit, the least of it: the floor of many
+connections' puts with fsyncs).
 
-Run: C{python benchmarks/hfloor.py --port PORT --data DIR [--backlog N] [--fsync]}
+Run: C{python benchmarks/hfloor.py --port PORT --data DIR [--backlog N] [--fsync | --group]}
 """
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ import os
 import sys
 from typing import Any, Dict, List
 
-from twisted.internet import reactor
+from twisted.internet import reactor, threads
 from twisted.internet.protocol import Factory, Protocol
 
 try:
@@ -47,6 +52,39 @@ class Folder:
             os.fsync(fd)
         count = self.counts[log] = self.counts.get(log, 0) + 1
         return count
+
+
+class GroupFolder(Folder):
+    """The floor's logs, each fsynced by one thread at a time (group commit)."""
+
+    def __init__(self, folder: str) -> None:
+        Folder.__init__(self, folder)
+        #: Per log: the answers written and not yet in an fsync.
+        self.unsynced: Dict[bytes, List[Any]] = {}
+        self.syncing: Dict[bytes, bool] = {}
+
+    def put(self, log: bytes, body: bytes, transport: Any) -> None:
+        count = self.append(log, body)
+        self.unsynced.setdefault(log, []).append((transport, count))
+        if not self.syncing.get(log):
+            self._sync(log)
+
+    def _sync(self, log: bytes) -> None:
+        batch, self.unsynced[log] = self.unsynced[log], []
+        self.syncing[log] = True
+        threads.deferToThread(os.fsync, self.files[log]).addCallback(self._synced, log, batch)
+
+    def _synced(self, _: None, log: bytes, batch: List[Any]) -> None:
+        self.syncing[log] = False
+        if self.unsynced[log]:
+            self._sync(log)
+        for transport, count in batch:
+            answer(transport, b"%d" % (count,))
+
+
+def answer(transport: Any, body: bytes) -> None:
+    transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                    b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
 
 
 class FloorProtocol(Protocol):
@@ -80,13 +118,15 @@ class FloorProtocol(Protocol):
         self.body.append(body)
 
     def on_message_complete(self) -> None:
-        if self.parser.get_method() == b"POST":
-            log = b"".join(self.url).split(b"?")[0].rsplit(b"/", 1)[-1]
-            answer = b"%d" % (self.folder.append(log, b"".join(self.body)),)
+        if self.parser.get_method() != b"POST":
+            answer(self.transport, b"ok")
+            return
+        log = b"".join(self.url).split(b"?")[0].rsplit(b"/", 1)[-1]
+        folder = self.folder
+        if isinstance(folder, GroupFolder):
+            folder.put(log, b"".join(self.body), self.transport)
         else:
-            answer = b"ok"
-        self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
-                             b"Content-Length: %d\r\n\r\n%s" % (len(answer), answer))
+            answer(self.transport, b"%d" % (folder.append(log, b"".join(self.body)),))
 
 
 def main(argv: List[str]) -> None:
@@ -95,10 +135,13 @@ def main(argv: List[str]) -> None:
     parser.add_argument("--data", required=True)
     parser.add_argument("--backlog", type=int, default=50)
     parser.add_argument("--fsync", action="store_true", help="fsync each append before its answer")
+    parser.add_argument("--group", action="store_true",
+                        help="fsync each log's appends together, in threads, before their answers")
     options = parser.parse_args(argv)
     os.makedirs(options.data, exist_ok=True)
     factory = Factory.forProtocol(FloorProtocol)
-    FloorProtocol.folder = Folder(options.data, options.fsync)
+    FloorProtocol.folder = (GroupFolder(options.data) if options.group
+                            else Folder(options.data, options.fsync))
     reactor.listenTCP(options.port, factory, backlog=options.backlog,  # type: ignore[attr-defined]
                       interface="127.0.0.1")
     reactor.run()  # type: ignore[attr-defined]

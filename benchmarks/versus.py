@@ -16,6 +16,9 @@ ratio to Go.  HTTP load is wrk with two threads, as run.py's Lua scripts.
 Cases:
   put c64         put 100 B, one log, 64 connections
   put 8logs c64   put 100 B over 8 logs, 64 connections
+                  (both also beside the floor with group commit, "floor ...
+                  group": each log fsynced by one thread at a time, the
+                  puts written before an fsync answered after it)
   put c1 never    put 100 B, 1 connection, Kaf with --fsync never, beside the
                   floor (one connection is bound by the loopback round trip)
   put c1 always   put 100 B, 1 connection, Kaf with --fsync always, beside
@@ -78,11 +81,12 @@ def go_server(settings: run.Settings, python: run.Python, binary: str) -> run.Se
     return server
 
 
-def hfloor_server(settings: run.Settings, python: run.Python, fsync: bool = False
+def hfloor_server(settings: run.Settings, python: run.Python, mode: str = ""
                   ) -> run.Server:
+    """The floor; C{mode}: "" (no fsync), "fsync" (each put) or "group" (group commit)."""
     server = run.Server(settings, python, "hfloor")
     server.argv = [python.path, HFLOOR, "--port", str(server.port), "--data", server.data,
-                   "--backlog", str(run.BACKLOG)] + (["--fsync"] if fsync else [])
+                   "--backlog", str(run.BACKLOG)] + (["--" + mode] if mode else [])
     server.probe = "/ready"
     return server
 
@@ -164,8 +168,7 @@ def main(argv: List[str]) -> int:
             run.say("the Go version is not measured: " + why)
         first = pythons[0]
 
-        def peers(fsyncs: Tuple[str, ...], floor: bool = True, floor_fsync: bool = False
-                  ) -> List[Peer]:
+        def peers(fsyncs: Tuple[str, ...], floors: Tuple[str, ...] = ("",)) -> List[Peer]:
             out = []
             if binary is not None:
                 out.append(Peer("go", lambda: go_server(settings, first, binary)))
@@ -173,31 +176,33 @@ def main(argv: List[str]) -> int:
                 for fsync in fsyncs:
                     out.append(Peer("kaf %s %s" % (p.label, fsync),
                                     lambda p=p, fsync=fsync: kaf_server(settings, p, fsync)))
-                if floor:
-                    out.append(Peer("floor %s" % (p.label,),
-                                    lambda p=p: hfloor_server(settings, p, floor_fsync)))
+                for mode in floors:
+                    label = "floor %s group" % (p.label,) if mode == "group" else (
+                        "floor %s" % (p.label,))
+                    out.append(Peer(label, lambda p=p, mode=mode: hfloor_server(
+                        settings, p, mode)))
             return out
 
         def wrk_case(key: str, connections: int, script: str, args: List[str],
-                     fsyncs: Tuple[str, ...], floor: bool = True, floor_fsync: bool = False
-                     ) -> Case:
+                     fsyncs: Tuple[str, ...], floors: Tuple[str, ...] = ("",)) -> Case:
             driver = run.WrkDriver("/put/v", script, args, connections)
-            return Case(key, "req/s", peers(fsyncs, floor, floor_fsync),
+            return Case(key, "req/s", peers(fsyncs, floors),
                         wrk_measure(bench, driver))
 
         cases: List[Case] = []
         latency: List[float] = []
         if "put c64" in wanted:
-            cases.append(wrk_case("put c64", 64, "put.lua", ["100"], ("always", "never")))
+            cases.append(wrk_case("put c64", 64, "put.lua", ["100"], ("always", "never"),
+                                  ("", "group")))
         if "put 8logs c64" in wanted:
             cases.append(wrk_case("put 8logs c64", 64, "put_logs.lua", ["100", "8"],
-                                  ("always",)))
+                                  ("always",), ("", "group")))
         if "put c1 never" in wanted:
             cases.append(wrk_case("put c1 never", 1, "put.lua", ["100"], ("never",)))
         if "put c1 always" in wanted:
             # The floor fsyncs each put here: one connection's ceiling with fsyncs.
             cases.append(wrk_case("put c1 always", 1, "put.lua", ["100"], ("always",),
-                                  floor_fsync=True))
+                                  ("fsync",)))
         startup: Optional[Tuple[Case, Case]] = None
         if "start-up" in wanted:
             n = options.messages
@@ -212,7 +217,7 @@ def main(argv: List[str]) -> int:
                 return {"value": seconds}
 
             # The RSS of the same start: filled in by start-up's runs.
-            ps = peers(("always",), floor=False)
+            ps = peers(("always",), ())
             up = Case("start-up", "s", ps, start, higher_is_better=False)
             rss = Case("RSS", "MB", ps, lambda s: {}, higher_is_better=False)
             startup = (up, rss)
@@ -293,6 +298,15 @@ def targets(cases: List[Case], pythons: List[run.Python], fsync_rate: Optional[f
                         "target": "%s %.2f x Go" % ("≥" if case.higher_is_better else "≤",
                                                     limit),
                         "value": value, "ok": ok})
+        for key in ("put c64", "put 8logs c64"):
+            # Against the floor that fsyncs as Kaf does: the ceiling of group commit here.
+            case = by_key.get(key)
+            if case is not None:
+                kaf = case.median("kaf %s always" % (p.label,))
+                floor = case.median("floor %s group" % (p.label,))
+                out.append({"case": "%s kaf %s always" % (key, p.label),
+                            "target": "(x the floor with group commit)",
+                            "value": kaf / floor if kaf and floor else None, "ok": None})
         case = by_key.get("put c1 always")
         if case is not None:
             kaf = case.median("kaf %s always" % (p.label,))
