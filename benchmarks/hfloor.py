@@ -24,6 +24,7 @@ from typing import Any, Dict, List
 
 from twisted.internet import reactor, threads
 from twisted.internet.protocol import Factory, Protocol
+from twisted.python.failure import Failure
 
 try:
     import httptools
@@ -72,14 +73,17 @@ class GroupFolder(Folder):
     def _sync(self, log: bytes) -> None:
         batch, self.unsynced[log] = self.unsynced[log], []
         self.syncing[log] = True
-        threads.deferToThread(os.fsync, self.files[log]).addCallback(self._synced, log, batch)
+        threads.deferToThread(os.fsync, self.files[log]).addBoth(self._synced, log, batch)
 
-    def _synced(self, _: None, log: bytes, batch: List[Any]) -> None:
+    def _synced(self, result: Any, log: bytes, batch: List[Any]) -> None:
         self.syncing[log] = False
         if self.unsynced[log]:
             self._sync(log)
         for transport, count in batch:
-            answer(transport, b"%d" % (count,))
+            if isinstance(result, Failure):  # not durable: no answer but a closed connection
+                transport.loseConnection()
+            else:
+                answer(transport, b"%d" % (count,))
 
 
 def answer(transport: Any, body: bytes) -> None:
@@ -134,8 +138,9 @@ def main(argv: List[str]) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--data", required=True)
     parser.add_argument("--backlog", type=int, default=50)
-    parser.add_argument("--fsync", action="store_true", help="fsync each append before its answer")
-    parser.add_argument("--group", action="store_true",
+    sync = parser.add_mutually_exclusive_group()
+    sync.add_argument("--fsync", action="store_true", help="fsync each append before its answer")
+    sync.add_argument("--group", action="store_true",
                         help="fsync each log's appends together, in threads, before their answers")
     options = parser.parse_args(argv)
     os.makedirs(options.data, exist_ok=True)
